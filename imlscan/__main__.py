@@ -1,0 +1,3 @@
+from imlscan.cli import main
+
+main()
