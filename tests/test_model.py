@@ -97,14 +97,13 @@ def test_region_prediction_independent_of_attention_padding():
         layer_scale_init=1.0,
     )
     blk = SparseBlock(32, 16, 4, cfg, 0.0).eval()
-    x = torch.randn(1, 32, 11, 6)
+    x = torch.randn(1, 11, 6, 32)  # channels-last tokens
     with torch.no_grad():
         y = blk(x)
-        t = x.permute(0, 2, 3, 1)
-        a = _reference_sparse_attention(blk.attn, blk.norm1(t), 4)
-        t = t + blk.gamma_1 * a
+        a = _reference_sparse_attention(blk.attn, blk.norm1(x), 4)
+        t = x + blk.gamma_1 * a
         t = t + blk.gamma_2 * blk.mlp(blk.norm2(t))
-    torch.testing.assert_close(y, t.permute(0, 3, 1, 2), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y, t, atol=1e-5, rtol=1e-5)
 
 
 def test_sparsity_schedule_of_paper_config():

@@ -1,14 +1,95 @@
-"""``imlscan bench``."""
+"""``imlscan bench``: images/s, latency, memory and speed-up, measured in one run."""
 
 from __future__ import annotations
 
-from imlscan.cli.app import app, not_built
+from pathlib import Path
+
+import typer
+
+from imlscan.cli.app import app, err_console, stdout_json
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench() -> None:
-    """Benchmark inference speed and memory.
+@app.command()
+def bench(
+    model: str = typer.Option(
+        "sparsevit-b", "--model", help="Variant to time with random weights (speed does not depend on them)."
+    ),
+    weights: str = typer.Option(None, "--weights", help="Time a weights file instead of --model."),
+    size: int = typer.Option(512, "--size", help="Square input size in pixels."),
+    batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8,32."),
+    precision: str = typer.Option("fp32,bf16", "--precision", help="Comma-separated: fp32, bf16, fp16, auto."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    compile: bool = typer.Option(False, "--compile", help="Also torch.compile the fast path (cached on disk)."),
+    iters: int = typer.Option(10, "--iters", min=1, help="Timed iterations per setting."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed warm-up iterations per setting."),
+    no_baseline: bool = typer.Option(False, "--no-baseline", help="Skip the plain eager fp32 reference."),
+    folder: Path = typer.Option(
+        None, "--folder", help="End-to-end mode: decode + preprocess + model + write over this folder."
+    ),
+    limit: int = typer.Option(None, "--limit", help="End-to-end mode: at most this many images."),
+    threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
+    json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
+) -> None:
+    """Benchmark inference speed and memory (warm-up, then images/s, latency p50/p95, peak
+    memory and the speed-up against plain eager fp32 measured in the same run).
 
-    Example: imlscan bench --model sparsevit-b --batch 1,8
+    Example: imlscan bench --model sparsevit-b --batch 1,8 --precision fp32,bf16
     """
-    not_built("bench", 9)
+    import torch
+
+    from imlscan.bench import parse_int_list, run_benchmark, run_end_to_end
+    from imlscan.models import create_model
+    from imlscan.weights import load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    net = load_model(weights, device="cpu") if weights else create_model(model)
+    name = weights or model
+    if folder is not None:
+        prec = precision.split(",")[0].strip()
+        res = run_end_to_end(net, folder, device=device, precision=prec, size=size, limit=limit)
+        res["model"] = name
+        if json_out:
+            stdout_json(res)
+        else:
+            err_console.print(
+                f"[bold]{name}[/] end-to-end on {res['images']} images ({res['megapixels']:.1f} MP), "
+                f"{res['device']}, {res['precision']}: [bold]{res['images_per_s']:.2f} images/s[/]"
+            )
+            for k, v in res["seconds"].items():
+                err_console.print(f"  {k:10s} {v:8.2f} s  {100 * res['share'][k]:5.1f}%")
+        return
+    res = run_benchmark(
+        net,
+        size=size,
+        batches=parse_int_list(batch, "--batch"),
+        precisions=[p.strip() for p in precision.split(",") if p.strip()],
+        device=device,
+        compile=compile,
+        warmup=warmup,
+        iters=iters,
+        baseline=not no_baseline,
+        log=None if json_out else (lambda s: err_console.print(f"[dim]{s}[/]")),
+    )
+    res["model"] = name
+    if json_out:
+        stdout_json(res)
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{name} at {size}x{size} on {res['device']} ({res['threads']} threads)")
+    for col in ("path", "precision", "batch", "images/s", "p50 ms", "p95 ms", "peak MB", "TFLOP/s", "speed-up"):
+        t.add_column(col, justify="right")
+    for r in res["results"]:
+        t.add_row(
+            r["path"] + (" +compile" if r["compiled"] else ""),
+            r["precision"],
+            str(r["batch"]),
+            f"{r['images_per_s']:.2f}",
+            f"{r['latency_p50_ms']:.1f}",
+            f"{r['latency_p95_ms']:.1f}",
+            f"{r['peak_memory_mb']:.0f}",
+            f"{r['tflops']:.3f}",
+            "" if r["speedup_vs_plain_fp32"] is None else f"{r['speedup_vs_plain_fp32']:.2f}x",
+        )
+    err_console.print(t)

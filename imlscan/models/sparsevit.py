@@ -203,7 +203,12 @@ class Mlp(nn.Module):
 
 
 class SparseBlock(nn.Module):
-    """Transformer block whose self-attention runs inside dilated groups of stride ``sparsity``."""
+    """Transformer block whose self-attention runs inside dilated groups of stride ``sparsity``.
+
+    Works on channels-last tokens ``(B, H, W, C)`` so that stages 3-4 never transpose between
+    blocks. ``layer_scale_folded`` is set by :func:`imlscan.models.fuse.fuse_for_inference`
+    once the gammas have been multiplied into ``attn.proj`` and ``mlp.fc2``.
+    """
 
     def __init__(self, dim: int, head_dim: int, sparsity: int, cfg: SparseViTConfig, drop_path: float):
         super().__init__()
@@ -215,19 +220,22 @@ class SparseBlock(nn.Module):
         self.gamma_1 = nn.Parameter(torch.full((dim,), cfg.layer_scale_init))
         self.gamma_2 = nn.Parameter(torch.full((dim,), cfg.layer_scale_init))
         self.drop_path = drop_path
+        self.layer_scale_folded = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        x = x.permute(0, 2, 3, 1)  # channels last for the token ops
+        b, h, w, _ = x.shape
         groups, key_mask = sparse_group(self.norm1(x), self.sparsity)
         a = sparse_ungroup(self.attn(groups, key_mask), self.sparsity, b, h, w)
+        if self.layer_scale_folded:
+            x = x + a
+            return x + self.mlp(self.norm2(x))
         x = x + drop_path(self.gamma_1 * a, self.drop_path, self.training)
-        x = x + drop_path(self.gamma_2 * self.mlp(self.norm2(x)), self.drop_path, self.training)
-        return x.permute(0, 3, 1, 2)
+        return x + drop_path(self.gamma_2 * self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class Encoder(nn.Module):
-    """UniFormer-style 4-stage encoder; returns the six multi-scale taps the LFF head fuses."""
+    """UniFormer-style 4-stage encoder; returns the multi-scale taps the LFF head fuses
+    (stage 3 and 4 taps as channels-last ``(B, H, W, C)`` tensors)."""
 
     def __init__(self, cfg: SparseViTConfig):
         super().__init__()
@@ -259,26 +267,30 @@ class Encoder(nn.Module):
         x = self.patch_embed2(x)
         for blk in self.blocks2:
             x = blk(x)
-        x = self.patch_embed3(x)
+        x = self.patch_embed3(x).permute(0, 2, 3, 1)  # a view: PatchEmbed's memory is NHWC
         f3 = []
         for i, blk in enumerate(self.blocks3, 1):
             x = blk(x)
             if i in self.taps3:
                 f3.append(x)
-        f3.append(_norm_2d(self.norm3, x))
-        x = self.patch_embed4(x)
+        f3.append(self.norm3(x))
+        x = self.patch_embed4(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         f4 = []
         for i, blk in enumerate(self.blocks4, 1):
             x = blk(x)
             if i in self.taps4:
                 f4.append(x)
-        f4.append(_norm_2d(self.norm4, x))
+        f4.append(self.norm4(x))
         return f3, f4
 
 
 class LFFHead(nn.Module):
     """Learnable feature fusion: project stage-3 taps to the stage-4 width, upsample stage-4
-    taps to 1/16, weight each tap per channel (gammas, init 1e-6), sum, LayerNorm, 1x1 conv."""
+    taps to 1/16, weight each tap per channel (gammas, init 1e-6), sum, LayerNorm, 1x1 conv.
+
+    The 1x1 convs keep the authors' ``Conv2d`` parameters but run as matrix products on
+    channels-last tokens.
+    """
 
     def __init__(self, in_dim: int, dim: int, n3: int, n4: int, gamma_init: float):
         super().__init__()
@@ -288,11 +300,17 @@ class LFFHead(nn.Module):
         self.classifier = nn.Conv2d(dim, 1, 1)
 
     def forward(self, f3: list[torch.Tensor], f4: list[torch.Tensor]) -> torch.Tensor:
-        size = f3[0].shape[-2:]
-        feats = [p(f) for p, f in zip(self.proj, f3)]
-        feats += [F.interpolate(f, size=size, mode="bilinear", align_corners=False) for f in f4]
-        x = sum(g.view(1, -1, 1, 1) * f for g, f in zip(self.gamma, feats))
-        return self.classifier(_norm_2d(self.norm, x))
+        h, w = f3[0].shape[1:3]
+        feats = [F.linear(f, p.weight.flatten(1), p.bias) for p, f in zip(self.proj, f3)]
+        feats += [
+            F.interpolate(f.permute(0, 3, 1, 2), size=(h, w), mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+            for f in f4
+        ]
+        x = feats[0] * self.gamma[0]
+        for g, f in zip(self.gamma[1:], feats[1:]):
+            x = x + g * f
+        x = F.linear(self.norm(x), self.classifier.weight.flatten(1), self.classifier.bias)
+        return x.permute(0, 3, 1, 2)
 
 
 class SparseViT(nn.Module):
