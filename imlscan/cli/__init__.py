@@ -9,6 +9,7 @@ from imlscan.cli import (  # noqa: F401  (registers the commands)
     bench_cmd,
     env_cmd,
     eval_cmd,
+    models_cmd,
     scan_cmd,
     train_cmd,
     weights_cmd,
