@@ -23,9 +23,11 @@ state = {"debug": os.environ.get("IMLSCAN_DEBUG", "") not in ("", "0")}
 
 
 def print_error(message: str, hint: str | None = None) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    from rich.markup import escape  # messages quote user text: "[...]" must print as is
+
+    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint: {hint}[/]", soft_wrap=True)
+        err_console.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
 
 
 # Typer >= 0.22 vendors click; find its exception base whichever click it uses.

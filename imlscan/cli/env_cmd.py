@@ -16,6 +16,8 @@ def collect_env() -> dict:
     import torch
     from huggingface_hub import constants as hf_constants
 
+    from imlscan.hub import hub_cache_dir, hub_endpoint, offline_mode
+
     from imlscan.device import cpu_has_native_bf16, resolve_device
     from imlscan.weights import default_weights_path
 
@@ -33,9 +35,9 @@ def collect_env() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "cpu_native_bf16": cpu_has_native_bf16(),
         "hf_home": hf_constants.HF_HOME,
-        "hf_hub_cache": hf_constants.HF_HUB_CACHE,
-        "hf_endpoint": hf_constants.ENDPOINT,
-        "hf_hub_offline": bool(hf_constants.HF_HUB_OFFLINE),
+        "hf_hub_cache": str(hub_cache_dir()),
+        "hf_endpoint": hub_endpoint(),
+        "hf_hub_offline": offline_mode(),
         "default_weights": str(default_weights_path() or "none (untrained model)"),
     }
 

@@ -2,16 +2,200 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from imlscan.cli.app import app, err_console
+from imlscan.cli.app import app, err_console, stdout_json
 
 weights_app = typer.Typer(
-    help="Manage model weights.\n\nExample: imlscan weights convert ckpt.pth model.safetensors", no_args_is_help=True
+    help=(
+        "Manage model weights: where they come from, and proof of which file a result used.\n\n"
+        "Example: imlscan weights list"
+    ),
+    no_args_is_help=True,
 )
 app.add_typer(weights_app, name="weights")
+
+TARGET_HELP = "A .safetensors path, a registered name (see 'imlscan weights list') or hf-hub:ORG/REPO@REV::FILE."
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _table(rows: list[tuple[str, object]], title: str | None = None):
+    from rich.table import Table
+
+    t = Table(show_header=False, box=None, title=escape(title) if title else None, title_justify="left")
+    t.add_column(style="bold", no_wrap=True)
+    t.add_column(overflow="fold")
+    for k, v in rows:
+        t.add_row(escape(k), "" if v is None else escape(str(v)))
+    return t
+
+
+@weights_app.command("list")
+def list_weights(json_out: bool = typer.Option(False, "--json", help="Print as JSON on stdout.")) -> None:
+    """List registered weights (cached or not, size, licence) and the default.
+
+    Example: imlscan weights list --json
+    """
+    from imlscan import hub
+    from imlscan.weights import default_status
+
+    entries = []
+    for entry in sorted(hub.REGISTRY.values(), key=lambda e: e.name):
+        cached = hub.cached_file(entry.ref)
+        entries.append({**entry.to_dict(), "cached": str(cached) if cached else None})
+    default = default_status()
+    if json_out:
+        stdout_json({"registered": entries, "default": default, "cache_dir": str(hub.hub_cache_dir())})
+        return
+    from rich.table import Table
+
+    t = Table(title="registered weights", title_justify="left")
+    for col in ("name", "variant", "size", "licence", "cached", "description"):
+        t.add_column(col, overflow="fold")
+    for e in entries:
+        cells = (
+            e["name"],
+            e["variant"],
+            _size(e["size"]),
+            e["licence"],
+            "yes" if e["cached"] else "no",
+            e["description"],
+        )
+        t.add_row(*(escape(c) for c in cells))
+    if not entries:
+        t.add_row("(none yet)", "", "", "", "", "")
+    err_console.print(t)
+    err_console.print(
+        f"default: {default.get('file') or '-'} -> {default['resolves_to']}", markup=False, soft_wrap=True
+    )
+    err_console.print(f"cache: {hub.hub_cache_dir()}  endpoint: {hub.hub_endpoint()}", markup=False, soft_wrap=True)
+
+
+@weights_app.command("download")
+def download(
+    target: str = typer.Argument(
+        None,
+        help="A registered name or hf-hub:ORG/REPO@REV::FILE (@REV and ::FILE optional). Default: the default weights.",
+    ),
+    sha256: str = typer.Option(
+        None, "--sha256", help="Expected sha256 of an hf-hub file (registered names are pinned)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Download again even if cached."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Download weights into the Hugging Face cache and verify their sha256.
+
+    Pre-download here, then run with HF_HUB_OFFLINE=1 (or copy the cache to an offline machine).
+
+    Example: imlscan weights download hf-hub:org/repo@COMMIT --sha256 SHA256
+    """
+    from imlscan import hub
+    from imlscan.errors import ImlscanError, UsageError
+    from imlscan.weights import default_weights_name, default_weights_path
+
+    if target is None:
+        name = default_weights_name()
+        if default_weights_path() is not None:
+            err_console.print(
+                f"the default weights ({name}) are embedded in imlscan: nothing to download", markup=False
+            )
+            return
+        if name is None or hub.registered(Path(name).stem) is None:
+            raise ImlscanError("there are no default weights to download yet", hint=hub.registry_hint())
+        target = Path(name).stem
+    if sha256 is not None and not hub.SHA256_RE.fullmatch(sha256.lower()):
+        raise UsageError(f"--sha256 must be 64 hex digits, not {sha256!r}")
+    if hub.is_hf_hub_spec(target):
+        ref = hub.parse_hf_hub(target)
+        path = hub.fetch(ref, sha256=sha256.lower() if sha256 else None, force=force)
+    elif hub.registered(target) is not None:
+        if sha256 is not None and sha256.lower() != hub.registered(target).sha256:
+            raise UsageError(f"--sha256 differs from the registry pin of {target}")
+        path = hub.fetch_registered(target, force=force)
+    else:
+        raise ImlscanError(
+            f"cannot download {target!r}: not a registered name or hf-hub reference", hint=hub.registry_hint()
+        )
+    result = {"target": target, "path": str(path), "size": path.stat().st_size, "sha256": hub.file_sha256(path)}
+    if json_out:
+        stdout_json(result)
+    else:
+        line = f"{target}: {path} ({_size(result['size'])}, sha256 {result['sha256']}, verified)"
+        err_console.print(line, markup=False, soft_wrap=True)
+
+
+@weights_app.command("verify")
+def verify(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    sha256: str = typer.Option(None, "--sha256", help="The sha256 the file must have."),
+    json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON on stdout."),
+) -> None:
+    """Check a weights file: sha256, format, tensor checksum and a strict load.
+
+    The sha256 is compared with --sha256 or the registry pin. Never downloads; exit code 1 on any failure.
+
+    Example: imlscan weights verify model.safetensors --sha256 9f86d081884c7d65...
+    """
+    from imlscan.weights import verify_weights
+
+    report = verify_weights(target, sha256=sha256)
+    if json_out:
+        stdout_json(report)
+        return
+    err_console.print(_table(list(report.items())))
+    err_console.print(f"[bold green]OK[/] {escape(report['path'])}", soft_wrap=True)
+
+
+@weights_app.command("info")
+def info(
+    target: str = typer.Argument(..., help=TARGET_HELP),
+    json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON on stdout."),
+) -> None:
+    """Show a weights file's identity and metadata as a table (or --json).
+
+    Architecture, preprocessing, output, provenance and licence; reads the header only, never downloads.
+
+    Example: imlscan weights info model.safetensors --json
+    """
+    from imlscan.weights import describe_weights
+
+    d = describe_weights(target)
+    if json_out:
+        stdout_json(d)
+        return
+    rows: list[tuple[str, object]] = []
+    if "registry" in d:
+        r = d["registry"]
+        rows += [("registered", r["name"]), ("hub", r["hf_hub"]), ("pinned sha256", r["sha256"])]
+        rows += [("pinned size", _size(r["size"])), ("description", r["description"])]
+    if not d["downloaded"]:
+        rows.append(("downloaded", f"no (imlscan weights download {d['target']})"))
+        err_console.print(_table(rows, title=d["target"]))
+        return
+    meta = d["metadata"]
+    rows += [("path", d["path"]), ("size", _size(d["size"])), ("sha256", d["sha256"])]
+    rows += [(k, meta.get(k)) for k in ("name", "arch", "variant", "licence", "format_version", "storage_dtype")]
+    prep = meta.get("preprocessing", {})
+    rows += [(f"preprocessing.{k}", v) for k, v in prep.items()]
+    rows += [(f"output.{k}", v) for k, v in meta.get("output", {}).items()]
+    prov = meta.get("provenance", {})
+    rows += [(f"provenance.{k}", "unknown" if v is None else v) for k, v in prov.items()]
+    rows.append(("config", json.dumps(meta.get("config", {}), separators=(",", ":"))))
+    rows.append(("tensors_sha256", meta.get("tensors_sha256") or "not recorded"))
+    err_console.print(_table(rows, title=d["target"]))
 
 
 @weights_app.command("convert")
@@ -27,4 +211,4 @@ def convert(
     from imlscan.convert_checkpoint import convert_checkpoint_file
 
     sha = convert_checkpoint_file(src, dst, name=name)
-    err_console.print(f"wrote {dst} (sha256 {sha})")
+    err_console.print(f"wrote {dst} (sha256 {sha})", markup=False)
