@@ -1,11 +1,19 @@
-"""From RGB pixels to a tamper-probability map: preprocessing, resolution modes, batching,
-device and precision. The network stays a plain ``nn.Module``; ``Predictor`` (like SAM's
-``SamPredictor``) owns everything around it.
+"""From RGB pixels to a tamper-probability map: preprocessing, resolution modes, tiling,
+batching, device and precision; and ``scan()``, which turns one photo into a ``ScanResult``.
+
+The network stays a plain ``nn.Module``; ``Predictor`` (like SAM's ``SamPredictor``) owns
+everything around it.
 """
 
 from __future__ import annotations
 
+import math
+import platform
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,14 +23,27 @@ from imlscan.device import autocast, resolve_device, resolve_precision
 from imlscan.errors import UsageError
 
 MODES = ("resize", "native")
+# Native mode runs images up to TILE x TILE whole; larger ones in overlapping tiles whose
+# origins sit on multiples of TILE_ALIGN: a multiple of 8 keeps the JPEG 8x8 grid phase of
+# every tile equal to the full image's, and 32 is the network's coarsest stride.
+TILE_ALIGN = 32
+DEFAULT_TILE = 1024
+DEFAULT_OVERLAP = 128
+DEFAULT_BATCH_SIZE = 8
+SCHEMA = "imlscan.scan/1"
+UNTRAINED_WARNING = (
+    "UNTRAINED MODEL: these weights are random, so the map and the score are noise and mean nothing. "
+    "Use trained weights (--weights) before drawing any conclusion."
+)
 
 
 class Predictor:
     """Runs a loaded model on images given as ``H x W x 3`` uint8 RGB arrays.
 
     ``mode="resize"`` is the paper's protocol (the whole image resized to the model's training
-    size, the map resized back); ``mode="native"`` runs at full resolution. Output maps are
-    always float32 in [0, 1] at the input's resolution.
+    size, the map resized back); ``mode="native"`` runs at full resolution, in overlapping
+    blended tiles when a side exceeds ``tile`` (``None``: never tile). Output maps are always
+    float32 in [0, 1] at the input's resolution.
     """
 
     def __init__(
@@ -33,10 +54,14 @@ class Predictor:
         precision: str | None = None,
         mode: str | None = None,
         size: int | None = None,
+        tile: int | None = DEFAULT_TILE,
+        overlap: int = DEFAULT_OVERLAP,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ):
         info = getattr(model, "weights_info", None)
         prep = info.preprocessing if info is not None else {}
         self.model = model.eval()
+        self.weights_info = info
         self.device = resolve_device(device) if device is not None else next(model.parameters()).device
         self.model.to(self.device)
         self.precision = resolve_precision(precision or getattr(model, "precision", "fp32"), self.device)
@@ -44,8 +69,17 @@ class Predictor:
         if self.mode not in MODES:
             raise UsageError(f"unknown mode {self.mode!r}", hint=f"use one of {', '.join(MODES)}")
         self.size = int(size or prep.get("size", 512))
-        mean = prep.get("mean", (0.485, 0.456, 0.406))
-        std = prep.get("std", (0.229, 0.224, 0.225))
+        if self.size < 32:
+            raise UsageError(f"size {self.size} is too small", hint="use at least 32 pixels")
+        self.tile = int(tile) if tile else None
+        self.overlap = int(overlap)
+        if self.tile is not None:
+            check_tiling(self.tile, self.overlap)
+        if batch_size < 1:
+            raise UsageError("batch size must be at least 1")
+        self.batch_size = int(batch_size)
+        mean = self.mean = list(prep.get("mean", (0.485, 0.456, 0.406)))
+        std = self.std = list(prep.get("std", (0.229, 0.224, 0.225)))
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
 
@@ -66,22 +100,363 @@ class Predictor:
             return cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
         return rgb
 
+    def is_tiled(self, shape: tuple[int, int]) -> bool:
+        return self.mode == "native" and self.tile is not None and max(shape[:2]) > self.tile
+
     def predict_prob(self, rgb: np.ndarray) -> np.ndarray:
         """Probability map ``H x W`` float32 in [0, 1] for one ``H x W x 3`` uint8 image."""
         return self.predict_batch([rgb])[0]
 
     def predict_batch(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Probability maps for several images; same-sized model inputs run as one batch."""
-        inputs = [self.model_input(_check_rgb(r)) for r in rgbs]
-        out: list[np.ndarray | None] = [None] * len(inputs)
+        """Probability maps for several images; same-sized model inputs run together, in
+        batches of at most ``batch_size``; large native-mode images are tiled."""
+        rgbs = [_check_rgb(r) for r in rgbs]
+        out: list[np.ndarray | None] = [None] * len(rgbs)
         by_shape: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(inputs):
-            by_shape.setdefault(x.shape[:2], []).append(i)
+        inputs: dict[int, np.ndarray] = {}
+        for i, rgb in enumerate(rgbs):
+            if self.is_tiled(rgb.shape):
+                out[i] = self._predict_tiled(rgb)
+                continue
+            inputs[i] = self.model_input(rgb)
+            by_shape.setdefault(inputs[i].shape[:2], []).append(i)
         for idx in by_shape.values():
-            probs = torch.sigmoid(self.logits(self.to_tensor([inputs[i] for i in idx])))[:, 0]
-            for i, p in zip(idx, probs.cpu().numpy()):
+            probs = self._probs([inputs[i] for i in idx])
+            for i, p in zip(idx, probs):
                 out[i] = _to_original(p, rgbs[i].shape[:2])
         return out  # type: ignore[return-value]
+
+    def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""
+        maps: list[np.ndarray] = []
+        for k in range(0, len(arrays), self.batch_size):
+            p = torch.sigmoid(self.logits(self.to_tensor(arrays[k : k + self.batch_size])))[:, 0]
+            maps.extend(p.cpu().numpy())
+        return maps
+
+    def _predict_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        ys, wys = tile_axis(h, self.tile, self.overlap)  # type: ignore[arg-type]
+        xs, wxs = tile_axis(w, self.tile, self.overlap)  # type: ignore[arg-type]
+        acc = np.zeros((h, w), dtype=np.float32)
+        tiles = [(a, b) for a in range(len(ys)) for b in range(len(xs))]
+        by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for a, b in tiles:
+            by_shape.setdefault((ys[a][1] - ys[a][0], xs[b][1] - xs[b][0]), []).append((a, b))
+        for group in by_shape.values():
+            for k in range(0, len(group), self.batch_size):
+                chunk = group[k : k + self.batch_size]
+                crops = [rgb[ys[a][0] : ys[a][1], xs[b][0] : xs[b][1]] for a, b in chunk]
+                for (a, b), p in zip(chunk, self._probs(crops)):
+                    acc[ys[a][0] : ys[a][1], xs[b][0] : xs[b][1]] += p * np.outer(wys[a], wxs[b])
+        return np.clip(acc, 0.0, 1.0)
+
+    def describe(self, shape: tuple[int, int]) -> dict[str, Any]:
+        """The preprocessing actually applied to an image of ``shape`` (for the report)."""
+        h, w = shape[:2]
+        tiled = self.is_tiled(shape)
+        n_tiles = (
+            len(tile_spans(h, self.tile, self.overlap)) * len(tile_spans(w, self.tile, self.overlap)) if tiled else 1
+        )
+        info = self.weights_info
+        trained = dict(info.preprocessing) if info is not None else {}
+        return {
+            "mode": self.mode,
+            "size": self.size if self.mode == "resize" else None,
+            "model_input": [self.size, self.size] if self.mode == "resize" else [w, h],
+            "tiled": tiled,
+            "tiles": n_tiles,
+            "tile_size": self.tile if self.mode == "native" else None,
+            "tile_overlap": self.overlap if self.mode == "native" and self.tile else None,
+            "tile_align": TILE_ALIGN if tiled else None,
+            "mean": self.mean,
+            "std": self.std,
+            "trained_protocol": {"mode": trained.get("mode"), "size": trained.get("size")} if trained else None,
+            "override_note": override_note(info, self.mode, self.size if self.mode == "resize" else None),
+            "device": str(self.device),
+            "precision": self.precision,
+        }
+
+
+# --- tiling ---------------------------------------------------------------------------------------
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    if tile % TILE_ALIGN or tile < 2 * TILE_ALIGN:
+        raise UsageError(f"tile size {tile} must be a multiple of {TILE_ALIGN} and at least {2 * TILE_ALIGN}")
+    if overlap < 1 or overlap + TILE_ALIGN >= tile:
+        raise UsageError(f"tile overlap {overlap} must be at least 1 and below tile size - {TILE_ALIGN}")
+
+
+def tile_spans(length: int, tile: int | None, overlap: int, align: int = TILE_ALIGN) -> list[tuple[int, int]]:
+    """``[start, end)`` spans covering ``0..length`` with tiles of ``tile`` pixels.
+
+    Every start is a multiple of ``align``; consecutive tiles overlap by at least ``overlap``;
+    the last tile ends at ``length`` (it may be up to ``align - 1`` pixels longer than ``tile``).
+    """
+    if tile is None or length <= tile:
+        return [(0, length)]
+    step = tile - overlap - align  # worst-case gap after rounding starts down to the grid
+    n = math.ceil((length - tile) / step) + 1
+    last = (length - tile) // align * align
+    starts = sorted({(k * last // (n - 1)) // align * align for k in range(n)})
+    return [(s, s + tile) for s in starts[:-1]] + [(starts[-1], length)]
+
+
+def _ramp(n: int) -> np.ndarray:
+    t = (np.arange(n) + 0.5) / n
+    return np.sin(0.5 * np.pi * t) ** 2
+
+
+def blend_weights(spans: list[tuple[int, int]], length: int) -> list[np.ndarray]:
+    """One weight vector per span: cosine ramps across each overlap, normalized so the weights
+    of all tiles covering a pixel sum to exactly 1 (no seams, no brightness change)."""
+    raw = []
+    for i, (s, e) in enumerate(spans):
+        w = np.ones(e - s, dtype=np.float64)
+        if i > 0 and spans[i - 1][1] > s:
+            n = min(spans[i - 1][1] - s, e - s)
+            w[:n] *= _ramp(n)
+        if i + 1 < len(spans) and e > spans[i + 1][0]:
+            n = min(e - spans[i + 1][0], e - s)
+            w[e - s - n :] *= _ramp(n)[::-1]
+        raw.append(w)
+    total = np.zeros(length, dtype=np.float64)
+    for (s, e), w in zip(spans, raw):
+        total[s:e] += w
+    return [(w / total[s:e]).astype(np.float32) for (s, e), w in zip(spans, raw)]
+
+
+def tile_axis(length: int, tile: int, overlap: int) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+    spans = tile_spans(length, tile, overlap)
+    return spans, blend_weights(spans, length)
+
+
+# --- scan -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Region:
+    """One connected flagged region (8-connectivity) of the thresholded map."""
+
+    id: int
+    x: int
+    y: int
+    width: int
+    height: int
+    area_px: int
+    area_fraction: float
+    mean_prob: float
+    max_prob: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "bbox": {"x": self.x, "y": self.y, "width": self.width, "height": self.height},
+            "area_px": self.area_px,
+            "area_fraction": round(self.area_fraction, 6),
+            "mean_prob": round(self.mean_prob, 4),
+            "max_prob": round(self.max_prob, 4),
+        }
+
+
+@dataclass(eq=False)
+class ScanResult:
+    """Everything one scan produced and everything needed to trust (or doubt) it.
+
+    ``prob`` and ``mask`` are at the original resolution, after EXIF orientation; ``image`` is
+    the RGB that was analysed. The dict sections (``input``, ``model``, ``preprocessing``,
+    ``timings``, ``versions``) are the provenance written to every report.
+    """
+
+    prob: np.ndarray
+    mask: np.ndarray
+    score: float
+    regions: list[Region]
+    threshold: float
+    input: dict[str, Any]
+    model: dict[str, Any]
+    preprocessing: dict[str, Any]
+    timings: dict[str, float]
+    versions: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    regions_total: int = 0
+    image: np.ndarray | None = field(default=None, repr=False)
+    created: str = ""
+
+    @property
+    def trained(self) -> bool:
+        """False only when the weights are known to be untrained (``None`` provenance: True)."""
+        return self.model.get("trained") is not False
+
+    @property
+    def mask_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (no pixel arrays)."""
+        from imlscan.report import SCORE_DEFINITION
+
+        return {
+            "schema": SCHEMA,
+            "input": self.input,
+            "score": round(self.score, 6),
+            "score_definition": SCORE_DEFINITION,
+            "threshold": self.threshold,
+            "mask_fraction": round(self.mask_fraction, 6),
+            "regions_total": self.regions_total,
+            "regions": [r.to_dict() for r in self.regions],
+            "trained": self.model.get("trained"),
+            "warnings": list(self.warnings),
+            "model": self.model,
+            "preprocessing": self.preprocessing,
+            "timings": self.timings,
+            "versions": self.versions,
+            "created": self.created,
+        }
+
+
+def scan(
+    image: Any,
+    model: torch.nn.Module | Predictor | None = None,
+    *,
+    threshold: float = 0.5,
+    mode: str | None = None,
+    size: int | None = None,
+    tile: int | None = DEFAULT_TILE,
+    overlap: int = DEFAULT_OVERLAP,
+    weights: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    max_pixels: int | None = None,
+) -> ScanResult:
+    """Scan one photo (a path, a PIL image or an ``H x W x 3`` uint8 RGB array).
+
+    ``model`` is a loaded model, a :class:`Predictor` (its own mode/size/device are then used),
+    or ``None`` to load ``weights`` (default: the embedded weights, or an untrained model, which
+    the result says loudly). For many images, load the model once and pass it.
+    """
+    from imlscan.imageio import DEFAULT_MAX_PIXELS, load_image
+
+    check_threshold(threshold)
+    t0 = time.perf_counter()
+    decoded = load_image(image, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    decode_s = time.perf_counter() - t0
+    if isinstance(model, Predictor):
+        predictor = model
+    else:
+        if model is None:
+            from imlscan.weights import load_model
+
+            model = load_model(weights, device or "auto", precision or "fp32")
+        predictor = Predictor(
+            model, device=device, precision=precision, mode=mode, size=size, tile=tile, overlap=overlap
+        )
+    t1 = time.perf_counter()
+    prob = predictor.predict_prob(decoded.rgb)
+    inference_s = time.perf_counter() - t1
+    return build_result(decoded, prob, predictor, threshold=threshold, decode_s=decode_s, inference_s=inference_s)
+
+
+def build_result(
+    decoded: Any,
+    prob: np.ndarray,
+    predictor: Predictor,
+    *,
+    threshold: float,
+    decode_s: float = 0.0,
+    inference_s: float = 0.0,
+) -> ScanResult:
+    """Score, mask, regions and provenance around a probability map (used by scan and batch)."""
+    from imlscan.report import find_regions, image_score
+
+    t0 = time.perf_counter()
+    mask = prob > threshold
+    score = image_score(prob)
+    regions, total = find_regions(prob, mask)
+    info = predictor.weights_info
+    model_info = _model_info(info, predictor.model)
+    warnings = [UNTRAINED_WARNING] if model_info["trained"] is False else []
+    if model_info["trained"] is None:
+        warnings.append("Model provenance unknown: it was passed without weights_info.")
+    prep = predictor.describe(prob.shape)
+    if prep["override_note"]:
+        warnings.append(prep["override_note"])
+    post_s = time.perf_counter() - t0
+    return ScanResult(
+        prob=prob,
+        mask=mask,
+        score=score,
+        regions=regions,
+        regions_total=total,
+        threshold=float(threshold),
+        input=decoded.to_dict(),
+        model=model_info,
+        preprocessing=prep,
+        timings={
+            "decode_s": round(decode_s, 4),
+            "inference_s": round(inference_s, 4),
+            "postprocess_s": round(post_s, 4),
+            "total_s": round(decode_s + inference_s + post_s, 4),
+        },
+        versions=versions(),
+        warnings=warnings,
+        image=decoded.rgb,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def check_threshold(threshold: float) -> None:
+    if not (0.0 <= float(threshold) <= 1.0) or math.isnan(float(threshold)):
+        raise UsageError(f"threshold {threshold} is outside [0, 1]")
+
+
+def override_note(info: Any, mode: str, size: int | None) -> str | None:
+    """Why this run's preprocessing differs from the weights' trained protocol, or ``None``."""
+    if info is None:
+        return None
+    from imlscan import weights
+
+    fn = getattr(weights, "preprocessing_override_note", None)
+    if fn is not None:
+        return fn(info, mode, size)
+    if not getattr(info, "trained", True):
+        return None
+    t_mode, t_size = info.preprocessing.get("mode", "resize"), int(info.preprocessing.get("size", 512))
+    if mode != t_mode or (mode == "resize" and size is not None and int(size) != t_size):
+        used = f"resize to {size}x{size}" if mode == "resize" else mode
+        return f"Preprocessing overridden: trained with {t_mode} at {t_size} px, run with {used}."
+    return None
+
+
+def _model_info(info: Any, model: torch.nn.Module) -> dict[str, Any]:
+    if info is None:
+        return {
+            "name": type(model).__name__,
+            "path": None,
+            "sha256": None,
+            "variant": getattr(model, "variant", None),
+            "trained": None,
+            "note": "model passed without weights_info: which weights it holds is unknown",
+        }
+    d = info.to_dict()
+    d.pop("preprocessing", None)
+    return d
+
+
+def versions() -> dict[str, str]:
+    import PIL
+
+    from imlscan._version import __version__
+
+    return {
+        "imlscan": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "opencv": cv2.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _to_original(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -48,6 +48,8 @@ class ErrorHandlingGroup(TyperGroup):
                 raise
             print_error(e.message, e.hint)
             raise typer.Exit(e.exit_code) from None
+        except BrokenPipeError:  # e.g. `imlscan ... | head`: the reader left, nothing to say
+            raise typer.Exit(141) from None
         except KeyboardInterrupt:
             print_error("interrupted")
             raise typer.Exit(130) from None

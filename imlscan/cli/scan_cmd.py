@@ -1,23 +1,269 @@
-"""``imlscan scan`` and ``imlscan batch``."""
+"""``imlscan scan`` (a few photos, outputs a person can look at) and ``imlscan batch`` (a folder
+of thousands, resumable and shardable). Both are thin layers over ``imlscan.predict``,
+``imlscan.report`` and ``imlscan.batch``; heavy imports wait until a command runs so that
+``imlscan --help`` stays instant.
+"""
 
 from __future__ import annotations
 
-from imlscan.cli.app import app, not_built
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from imlscan.cli.app import app, err_console, print_error, stdout_json
+from imlscan.errors import ImlscanError, UsageError
+
+# Literal copies (checked equal by the tests) so that importing the CLI does not load torch.
+DEFAULT_TILE = 1024
+DEFAULT_OVERLAP = 128
+DEFAULT_MAX_PIXELS = 250_000_000
+MODES = ("resize", "native")
+
+_OVERLAY = typer.Option(True, "--overlay/--no-overlay", help="Write NAME.overlay.png: the photo under a heat map.")
+_MASK = typer.Option(False, "--mask", help="Write NAME.mask.png: binary, 255 = flagged.")
+_PROB = typer.Option(False, "--prob", help="Write NAME.prob.png: 16-bit, value = round(p * 65535).")
+_HTML = typer.Option(False, "--html", help="Write NAME.html: a self-contained report to share.")
+_THRESHOLD = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Flag pixels where p > threshold.")
+_MODE = typer.Option(
+    None,
+    "--mode",
+    help="resize (the paper's protocol) or native (full resolution, tiled when large). "
+    "Default: the protocol the weights were trained with.",
+    show_default=False,
+)
+_SIZE = typer.Option(None, "--size", help="Resize mode: side in pixels. Default: the weights' training size.")
+_TILE = typer.Option(DEFAULT_TILE, "--tile", help="Native mode: tile side in pixels (multiple of 32; 0 = never tile).")
+_TILE_OVERLAP = typer.Option(DEFAULT_OVERLAP, "--tile-overlap", help="Native mode: minimum overlap between tiles.")
+_WEIGHTS = typer.Option(
+    None,
+    "--weights",
+    "-w",
+    help="A .safetensors file, a registered name or hf-hub:ORG/REPO. Default: the embedded weights.",
+    show_default=False,
+)
+_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
+_PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 or auto.")
+_MAX_PIXELS = typer.Option(
+    DEFAULT_MAX_PIXELS,
+    "--max-pixels",
+    min=0,
+    help="Refuse images above this many pixels (decompression bombs). 0 = no limit.",
+)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def scan() -> None:
-    """Scan images for manipulated regions.
+def _predictor(weights: str | None, device: str, precision: str, mode: str | None, size: int | None, **kw: Any):
+    """Check the cheap options first, then load the model once for every image."""
+    if mode is not None and mode not in MODES:
+        raise UsageError(f"unknown --mode {mode!r}", hint="use resize or native")
+    from imlscan.predict import Predictor, check_tiling
+    from imlscan.weights import load_model
 
-    Example: imlscan scan photo.jpg --overlay
+    tile = kw.pop("tile")
+    if tile:
+        check_tiling(tile, kw["overlap"])
+    model = load_model(weights, device, precision)
+    return Predictor(model, mode=mode, size=size, tile=tile or None, **kw)
+
+
+def _announce(predictor: Any) -> None:
+    """Say loudly, before any result, when the weights are untrained or off-protocol."""
+    from imlscan.predict import UNTRAINED_WARNING
+
+    info = predictor.weights_info
+    if info is not None and not info.trained:
+        err_console.print(f"[bold red]WARNING: {UNTRAINED_WARNING}[/]", soft_wrap=True)
+    note = predictor.describe((1, 1))["override_note"]
+    if note:
+        err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
+
+
+def expand_inputs(args: list[Path]) -> list[Path]:
+    """Expand patterns the shell left alone (no match, or Windows): ``examples/*.png`` with no
+    PNG is skipped with a note instead of failing as a missing file."""
+    import glob
+
+    paths: list[Path] = []
+    for arg in args:
+        text = str(arg)
+        if arg.exists() or not glob.has_magic(text):
+            paths.append(arg)
+            continue
+        matches = sorted(glob.glob(text))
+        if not matches:
+            err_console.print(f"note: no file matches {text}", markup=False, soft_wrap=True)
+        paths += [Path(m) for m in matches]
+    if not paths:
+        raise UsageError("no images to scan", hint="give image files, e.g. imlscan scan photo.jpg")
+    return paths
+
+
+def output_names(paths: list[Path]) -> list[str]:
+    """Output base names: the stem, or the full file name when two inputs share a stem, with
+    a ``-2``, ``-3`` suffix if even that repeats, so no output overwrites another."""
+    counts = Counter(p.stem for p in paths)
+    used: set[str] = set()
+    names = []
+    for p in paths:
+        base = p.stem if counts[p.stem] == 1 else p.name
+        name, k = base, 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+@app.command()
+def scan(
+    images: list[Path] = typer.Argument(
+        ..., help="Photos to scan: JPEG, PNG, TIFF, WebP, BMP, GIF, HEIC/AVIF.", show_default=False
+    ),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the outputs."),
+    overlay: bool = _OVERLAY,
+    mask: bool = _MASK,
+    prob: bool = _PROB,
+    json_out: bool = typer.Option(False, "--json", help="Also print the JSON report on stdout."),
+    html: bool = _HTML,
+    threshold: float = _THRESHOLD,
+    mode: str | None = _MODE,
+    size: int | None = _SIZE,
+    tile: int = _TILE,
+    tile_overlap: int = _TILE_OVERLAP,
+    weights: str | None = _WEIGHTS,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    max_pixels: int = _MAX_PIXELS,
+) -> None:
+    """Scan photos for manipulated regions; write NAME.json (always) and the pictures you ask for.
+
+    Example: imlscan scan photo.jpg --overlay --html
     """
-    not_built("scan", 5)
+    from imlscan.predict import scan as scan_image
+    from imlscan.report import write_outputs
+
+    images = expand_inputs(images)
+    predictor = _predictor(weights, device, precision, mode, size, tile=tile, overlap=tile_overlap)
+    _announce(predictor)
+    reports: list[dict[str, Any]] = []
+    failed = 0
+    for path, name in zip(images, output_names(images)):
+        try:
+            result = scan_image(path, predictor, threshold=threshold, max_pixels=max_pixels or None)
+        except ImlscanError as e:
+            if len(images) == 1:
+                raise
+            print_error(e.message, e.hint)
+            failed += 1
+            reports.append({"input": {"path": str(path)}, "status": "error", "error": e.message})
+            continue
+        try:
+            report = write_outputs(
+                result, out, name, overlay=overlay, mask=mask, prob=prob, html=html, extra={"status": "ok"}
+            )
+        except OSError as e:
+            raise ImlscanError(f"cannot write to {out}: {e.strerror or e}") from None
+        reports.append(report)
+    _print_table(reports, out)
+    if json_out:
+        stdout_json(reports[0] if len(reports) == 1 else reports)
+    if failed:
+        raise typer.Exit(1)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def batch() -> None:
-    """Scan a folder of images, resumably.
+def _print_table(reports: list[dict[str, Any]], out: Path) -> None:
+    from rich.table import Table
 
-    Example: imlscan batch photos/ --out results/
+    table = Table(box=None, header_style="bold")
+    table.add_column("image", overflow="fold")
+    for col in ("score", "flagged", "regions"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("report", overflow="fold")
+    for r in reports:
+        path = r["input"]["path"] or "(array)"
+        if r.get("status") == "error":
+            table.add_row(path, "[red]failed[/]", "", "", r["error"])
+            continue
+        table.add_row(
+            path,
+            f"{r['score']:.3f}",
+            f"{100 * r['mask_fraction']:.2f}%",
+            str(r["regions_total"]),
+            str(out / r["outputs"]["json"]),
+        )
+    err_console.print(table)
+
+
+@app.command()
+def batch(
+    input_dir: Path = typer.Argument(..., help="Folder of photos, scanned recursively.", show_default=False),
+    out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Output folder (mirrors the input tree)."),
+    glob: list[str] = typer.Option(
+        [], "--glob", help="Only files matching this pattern, e.g. '*.jpg' or 'day1/*' (repeatable)."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo images already done with the same settings."),
+    shard: str | None = typer.Option(
+        None, "--shard", help="K/N: process only shard K of N (1 <= K <= N), for N parallel jobs.", show_default=False
+    ),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0 = decode in the main process)."),
+    top: int = typer.Option(50, "--top", min=0, help="Images shown in the index.html contact sheet."),
+    overlay: bool = _OVERLAY,
+    mask: bool = _MASK,
+    prob: bool = _PROB,
+    html: bool = _HTML,
+    threshold: float = _THRESHOLD,
+    mode: str | None = _MODE,
+    size: int | None = _SIZE,
+    tile: int = _TILE,
+    tile_overlap: int = _TILE_OVERLAP,
+    weights: str | None = _WEIGHTS,
+    device: str = _DEVICE,
+    precision: str = _PRECISION,
+    max_pixels: int = _MAX_PIXELS,
+) -> None:
+    """Scan a folder of photos, resumably: results.jsonl, summary.csv and an index.html contact sheet.
+
+    Exit code: 0 all fine, 1 some files failed (see results.jsonl), 2 usage error.
+
+    Example: imlscan batch photos/ --out results/ --shard 1/4
     """
-    not_built("batch", 5)
+    from imlscan.batch import BatchOptions, parse_shard, run_batch
+
+    shard_spec = parse_shard(shard) if shard is not None else None
+    if not input_dir.is_dir():
+        raise UsageError(f"{input_dir}: not a folder" if input_dir.exists() else f"{input_dir}: folder not found")
+    predictor = _predictor(
+        weights, device, precision, mode, size, tile=tile, overlap=tile_overlap, batch_size=batch_size
+    )
+    _announce(predictor)
+    options = BatchOptions(
+        out_dir=out,
+        globs=list(glob),
+        overwrite=overwrite,
+        shard=shard_spec,
+        batch_size=batch_size,
+        workers=workers,
+        top=top,
+        overlay=overlay,
+        mask=mask,
+        prob=prob,
+        html=html,
+        threshold=threshold,
+        max_pixels=max_pixels or None,
+    )
+    summary = run_batch(
+        input_dir, predictor, options, log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True)
+    )
+    where = f" (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec else ""
+    err_console.print(
+        f"{summary.selected} of {summary.found} image(s){where}: {summary.processed} scanned, "
+        f"{summary.skipped} already done, {summary.failed} failed. "
+        f"Results: {summary.results_path}, {summary.summary_path}, {summary.index_path}",
+        soft_wrap=True,
+        markup=False,
+    )
+    if summary.selected == 0:
+        err_console.print("note: this shard holds no image", soft_wrap=True)
+    raise typer.Exit(summary.exit_code)
