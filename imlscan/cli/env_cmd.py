@@ -16,9 +16,8 @@ def collect_env() -> dict:
     import torch
     from huggingface_hub import constants as hf_constants
 
-    from imlscan.hub import hub_cache_dir, hub_endpoint, offline_mode
-
     from imlscan.device import cpu_has_native_bf16, resolve_device
+    from imlscan.hub import hub_cache_dir, hub_endpoint, offline_mode
     from imlscan.weights import default_weights_path
 
     cuda = torch.cuda.is_available()
