@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imlscan.device import PRECISIONS, resolve_device, resolve_precision
+from imlscan.device import resolve_device, resolve_precision
 from imlscan.errors import UsageError
-from imlscan.models.fuse import fuse_for_inference
+from imlscan.models.fuse import fast_forward
 from imlscan.models.sparsevit import count_macs
-
-COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 
 @dataclass
 class BenchResult:
-    path: str  # "plain" (eager fp32, as trained) or "fast"
+    path: str  # "plain" (eager fp32, the network as trained) or "fast"
     precision: str
     batch: int
     compiled: bool
@@ -45,34 +43,11 @@ class BenchResult:
         return asdict(self)
 
 
-def enable_compile_cache() -> str:
-    """Persist inductor's compiled kernels so only the first ``--compile`` run pays ~1 min."""
-    default = Path.home() / ".cache" / "imlscan" / "inductor"
-    os.environ.setdefault(COMPILE_CACHE_ENV, str(default))
-    return os.environ[COMPILE_CACHE_ENV]
-
-
 def prepare_fast_model(
     model: torch.nn.Module, device: torch.device, precision: str, compile: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The fast inference callable: folded weights, channels-last, weights in ``precision``.
-
-    Input: a normalized fp32 ``B x 3 x H x W`` tensor on ``device``; output: fp32 logits.
-    """
-    fast = fuse_for_inference(model).to(device)
-    dtype = PRECISIONS[precision]
-    if dtype != torch.float32:
-        fast = fast.to(dtype)
-    run = fast
-    if compile:
-        enable_compile_cache()
-        run = torch.compile(fast, dynamic=False)
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        x = x.to(device=device, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        return run(x).float()
-
-    return forward
+    """The same fast path ``scan``/``eval`` use (see :func:`imlscan.models.fuse.fast_forward`)."""
+    return fast_forward(model, device, precision, compile=compile)
 
 
 @contextlib.contextmanager

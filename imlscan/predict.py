@@ -21,6 +21,8 @@ import torch
 
 from imlscan.device import autocast, resolve_device, resolve_precision
 from imlscan.errors import UsageError
+from imlscan.models.fuse import fast_forward
+from imlscan.models.sparsevit import SparseViT
 
 MODES = ("resize", "native")
 # Native mode runs images up to TILE x TILE whole; larger ones in overlapping tiles whose
@@ -57,6 +59,8 @@ class Predictor:
         tile: int | None = DEFAULT_TILE,
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        fast: bool = True,
+        compile: bool = False,
     ):
         info = getattr(model, "weights_info", None)
         prep = info.preprocessing if info is not None else {}
@@ -82,6 +86,10 @@ class Predictor:
         std = self.std = list(prep.get("std", (0.229, 0.224, 0.225)))
         self._mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
+        # The fast path (folded weights, channels-last, bf16 weights on CPU) computes the same
+        # function (tested); fast=False runs the network exactly as trained, for comparison.
+        self.fast = fast and isinstance(model, SparseViT)
+        self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
 
     def to_tensor(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack equally sized uint8 RGB arrays into a normalized ``B x 3 x H x W`` tensor."""
@@ -91,6 +99,8 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self._forward is not None:
+            return self._forward(x)
         with autocast(self.device, self.precision):
             return self.model(x).float()
 

@@ -8,6 +8,9 @@ two layer-scale products per sparse block). The rewritten model must not be trai
 from __future__ import annotations
 
 import copy
+import os
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -63,3 +66,42 @@ def fuse_for_inference(model: SparseViT, *, channels_last: bool = True, inplace:
     for p in m.parameters():
         p.requires_grad_(False)
     return m
+
+
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def enable_compile_cache() -> str:
+    """Persist inductor's compiled kernels so only the first compiled run pays the ~1 min."""
+    os.environ.setdefault(COMPILE_CACHE_ENV, str(Path.home() / ".cache" / "imlscan" / "inductor"))
+    return os.environ[COMPILE_CACHE_ENV]
+
+
+def fast_forward(
+    model: SparseViT, device: torch.device, precision: str, *, compile: bool = False
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The fast inference callable for ``model``: folded weights and channels-last; on the CPU
+    the weights themselves are cast to bf16 (no per-call weight casts), on accelerators
+    autocast keeps LayerNorm and softmax in fp32. Takes a normalized fp32 ``B x 3 x H x W``
+    tensor, returns fp32 logits."""
+    from imlscan.device import PRECISIONS, autocast
+
+    fast = fuse_for_inference(model).to(device)
+    dtype = PRECISIONS[precision]
+    cast_weights = device.type == "cpu" and dtype != torch.float32
+    if cast_weights:
+        fast = fast.to(dtype)
+    run = fast
+    if compile:
+        enable_compile_cache()
+        run = torch.compile(fast, dynamic=False)
+
+    @torch.inference_mode()
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(device=device).contiguous(memory_format=torch.channels_last)
+        if cast_weights:
+            return run(x.to(dtype)).float()
+        with autocast(device, precision):
+            return run(x).float()
+
+    return forward
