@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from imlscan.models import create_model
@@ -64,3 +65,14 @@ def test_bf16_masks_agree_with_fp32():
     inter = (a & b & conf).sum().item()
     union = ((a | b) & conf).sum().item()
     assert union == 0 or inter / union >= 0.99
+
+
+def test_predictor_fast_path_equals_plain_path(rng):
+    from imlscan.predict import Predictor
+
+    m = _trained_looking("sparsevit-test")
+    img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    fast = Predictor(m, device="cpu", precision="fp32", mode="native", fast=True)
+    plain = Predictor(m, device="cpu", precision="fp32", mode="native", fast=False)
+    assert fast.fast and not plain.fast
+    assert np.abs(fast.predict_prob(img) - plain.predict_prob(img)).max() < 1e-4
