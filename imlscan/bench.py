@@ -283,3 +283,49 @@ def run_end_to_end(
         "seconds": {k: v for k, v in stages.items()},
         "share": {k: v / total for k, v in stages.items()},
     }
+
+
+def run_native_scaling(
+    model: torch.nn.Module,
+    megapixels: list[float],
+    *,
+    device: str = "auto",
+    precision: str = "fp32",
+    tile: int = 1024,
+    overlap: int = 128,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Native-resolution scans of 4:3 images of the given sizes through the tiled predictor:
+    seconds, seconds per megapixel and peak memory per size (time should grow linearly)."""
+    from imlscan.predict import Predictor
+
+    dev = resolve_device(device)
+    pred = Predictor(model, device=dev, precision=precision, mode="native", tile=tile, overlap=overlap)
+    rng = np.random.default_rng(0)
+    pred.predict_prob(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8))  # warm-up
+    rows = []
+    for mp in megapixels:
+        h = int(round((mp * 1e6 * 3 / 4) ** 0.5))
+        w = int(round(h * 4 / 3))
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        with peak_memory(dev) as mem:
+            t0 = time.perf_counter()
+            prob = pred.predict_prob(img)
+            dt = time.perf_counter() - t0
+        assert prob.shape == (h, w)
+        rows.append(
+            {
+                "megapixels": h * w / 1e6,
+                "height": h,
+                "width": w,
+                "tiles": pred.describe((h, w)).get("tiles"),
+                "seconds": dt,
+                "seconds_per_megapixel": dt / (h * w / 1e6),
+                "peak_memory_mb": mem["mb"],
+                "memory_kind": mem["kind"],
+            }
+        )
+        if log:
+            log(f"{h * w / 1e6:6.1f} MP ({w}x{h}): {dt:7.1f} s, peak {mem['mb']:.0f} MB")
+        del img, prob
+    return {"device": _device_name(dev), "precision": pred.precision, "tile": tile, "overlap": overlap, "rows": rows}

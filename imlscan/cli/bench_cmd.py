@@ -27,6 +27,9 @@ def bench(
         None, "--folder", help="End-to-end mode: decode + preprocess + model + write over this folder."
     ),
     limit: int = typer.Option(None, "--limit", help="End-to-end mode: at most this many images."),
+    native: str = typer.Option(
+        None, "--native", help="Native-resolution tiled scans of these sizes in megapixels, e.g. 1,6,12,24."
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
 ) -> None:
@@ -37,7 +40,7 @@ def bench(
     """
     import torch
 
-    from imlscan.bench import parse_int_list, run_benchmark, run_end_to_end
+    from imlscan.bench import parse_int_list, run_benchmark, run_end_to_end, run_native_scaling
     from imlscan.models import create_model
     from imlscan.weights import load_model
 
@@ -45,6 +48,26 @@ def bench(
         torch.set_num_threads(threads)
     net = load_model(weights, device="cpu") if weights else create_model(model)
     name = weights or model
+    if native:
+        try:
+            mps = [float(v) for v in native.split(",") if v.strip()]
+        except ValueError:
+            mps = []
+        if not mps or any(v <= 0 for v in mps):
+            from imlscan.errors import UsageError
+
+            raise UsageError(f"--native takes positive megapixel sizes like 1,6,24, got {native!r}")
+        res = run_native_scaling(
+            net,
+            mps,
+            device=device,
+            precision=precision.split(",")[0].strip(),
+            log=None if json_out else (lambda s: err_console.print(f"[dim]{s}[/]")),
+        )
+        res["model"] = name
+        if json_out:
+            stdout_json(res)
+        return
     if folder is not None:
         prec = precision.split(",")[0].strip()
         res = run_end_to_end(net, folder, device=device, precision=prec, size=size, limit=limit)

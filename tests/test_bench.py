@@ -1,0 +1,64 @@
+"""imlscan bench reports what it measured (structure and arithmetic, never speed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from imlscan.cli import app
+
+runner = CliRunner()
+
+
+def test_bench_json_has_every_setting_and_ratios():
+    r = runner.invoke(
+        app,
+        [
+            "bench",
+            "--model",
+            "sparsevit-test",
+            "--size",
+            "64",
+            "--batch",
+            "1,2",
+            "--precision",
+            "fp32",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    rows = d["results"]
+    assert [(x["path"], x["batch"]) for x in rows] == [("plain", 1), ("fast", 1), ("plain", 2), ("fast", 2)]
+    for plain, fast in zip(rows[::2], rows[1::2]):
+        assert plain["speedup_vs_plain_fp32"] == 1.0
+        assert abs(fast["speedup_vs_plain_fp32"] - fast["images_per_s"] / plain["images_per_s"]) < 1e-9
+        assert fast["latency_p95_ms"] >= fast["latency_p50_ms"] > 0
+        assert abs(fast["tflops"] - 2 * d["gmacs_per_image"] * 1e9 * fast["images_per_s"] / 1e12) < 1e-9
+
+
+def test_bench_end_to_end_and_native(tmp_path, rng):
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    r = runner.invoke(app, ["bench", "--model", "sparsevit-test", "--size", "64", "--folder", str(tmp_path), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["images"] == 2 and abs(sum(d["share"].values()) - 1) < 1e-9
+    r = runner.invoke(
+        app, ["bench", "--model", "sparsevit-test", "--native", "0.05,0.1", "--precision", "fp32", "--json"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    assert len(rows) == 2 and rows[1]["megapixels"] > rows[0]["megapixels"]
+
+
+def test_bench_bad_batch_is_usage_error():
+    r = runner.invoke(app, ["bench", "--batch", "0"])
+    assert r.exit_code == 2
