@@ -1,14 +1,256 @@
-"""``imlscan train`` and ``imlscan synth``."""
+"""``imlscan train`` and ``imlscan synth``: thin layers over ``imlscan.train`` and
+``imlscan.data.synth``; torch is imported only when a command runs."""
 
 from __future__ import annotations
 
-from imlscan.cli.app import app, not_built
+from pathlib import Path
+
+import typer
+
+from imlscan.cli.app import app, err_console, stdout_json
+from imlscan.errors import UsageError
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train() -> None:
-    """Train or fine-tune a model.
+@app.command(no_args_is_help=True)
+def train(
+    data: list[str] = typer.Option(
+        None,
+        "--data",
+        "-d",
+        help="Training data, repeatable: a dataset (pairs JSON or Tp/Gt folder, NAME=PATH to name it) "
+        "or synth:PHOTOS_DIR[?regions=DIR&negatives=0.2&seed=N] for synthetic forgeries made on the fly.",
+        show_default=False,
+    ),
+    data_weight: list[float] = typer.Option(
+        None, "--data-weight", help="Sampling weight of each --data, in order Default: equal.", show_default=False
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Run folder (checkpoints, logs, best.safetensors).", show_default=False
+    ),
+    resume: Path = typer.Option(
+        None, "--resume", help="Continue the run in this folder exactly where it stopped.", show_default=False
+    ),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="sparsevit-b (default), sparsevit-s, sparsevit-t or sparsevit-test.",
+        show_default=False,
+    ),
+    init: Path = typer.Option(
+        None, "--init", help="Start from these .safetensors weights (fine-tuning).", show_default=False
+    ),
+    val: list[str] = typer.Option(
+        None,
+        "--val",
+        help="Validation data, repeatable (same syntax as --data; 'none' = no validation). Default: the held-out "
+        "split of every --data.",
+        show_default=False,
+    ),
+    size: int = typer.Option(
+        None,
+        "--size",
+        help="Training side in pixels (images resized to SIZE x SIZE). Default: 512.",
+        show_default=False,
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", "-b", help="Images per step and process. Default: 8.", show_default=False
+    ),
+    lr: float = typer.Option(None, "--lr", help="Peak learning rate (AdamW). Default: 1e-4.", show_default=False),
+    min_lr: float = typer.Option(
+        None, "--min-lr", help="Learning rate at the end of the cosine. Default: 1e-6.", show_default=False
+    ),
+    weight_decay: float = typer.Option(
+        None, "--weight-decay", help="AdamW decay on weights only. Default: 0.05.", show_default=False
+    ),
+    warmup: int = typer.Option(
+        None, "--warmup", help="Warm-up steps. Default: 5% of the schedule, max 1000.", show_default=False
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", help="Stop after this many steps (also the schedule length).", show_default=False
+    ),
+    max_minutes: float = typer.Option(
+        None, "--max-minutes", help="Stop (checkpoint, validate, export) after this long.", show_default=False
+    ),
+    schedule_steps: int = typer.Option(
+        None,
+        "--schedule-steps",
+        help="Cosine length if not --max-steps (default: sized from --max-minutes).",
+        show_default=False,
+    ),
+    precision: str = typer.Option(
+        None, "--precision", help="fp32, bf16, fp16 (CUDA) or auto. Default: auto.", show_default=False
+    ),
+    device: str = typer.Option(
+        None, "--device", help="auto, cpu, cuda, cuda:N or mps. Default: auto.", show_default=False
+    ),
+    dice: float = typer.Option(
+        None, "--dice", help="Weight of a Dice loss added to BCE. Default: 0.", show_default=False
+    ),
+    clip_grad: float = typer.Option(
+        None, "--clip-grad", help="Gradient-norm clipping. Default: 1.0.", show_default=False
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed of data, augmentation and initialization. Default: 0.", show_default=False
+    ),
+    augment: bool = typer.Option(
+        None, "--augment/--no-augment", help="Augment real data. Default: on.", show_default=False
+    ),
+    val_every: int = typer.Option(
+        None, "--val-every", help="Validate every N steps. Default: 500.", show_default=False
+    ),
+    val_samples: int = typer.Option(
+        None, "--val-samples", help="Synthetic validation images. Default: 100.", show_default=False
+    ),
+    log_every: int = typer.Option(None, "--log-every", help="Log every N steps. Default: 10.", show_default=False),
+    save_every: int = typer.Option(
+        None, "--save-every", help="Checkpoint every N steps. Default: --val-every.", show_default=False
+    ),
+    workers: int = typer.Option(
+        None, "--workers", "-j", help="Data-loader processes. Default: CPUs - 1, max 8.", show_default=False
+    ),
+    threads: int = typer.Option(None, "--threads", help="torch CPU threads. Default: torch's.", show_default=False),
+    channels_last: bool = typer.Option(
+        None, "--channels-last/--no-channels-last", help="channels_last memory format.", show_default=False
+    ),
+    export_dtype: str = typer.Option(
+        None,
+        "--export-dtype",
+        help="Storage of best.safetensors: fp32, fp16 or bf16. Default: fp32.",
+        show_default=False,
+    ),
+    name: str = typer.Option(None, "--name", help="Name stored in the exported weights.", show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON on stdout."),
+) -> None:
+    """Train or fine-tune a model on real and/or synthetic forgeries.
 
-    Example: imlscan train --data photos/ --model sparsevit-t --out runs/exp1
+    Example: imlscan train --data synth:photos/ --model sparsevit-t --size 256 --max-minutes 60 --out runs/t1
     """
-    not_built("train", 7)
+    given = {
+        "data_weights": data_weight or None,
+        "val": val or None,
+        "model": model,
+        "init": str(init) if init else None,
+        "size": size,
+        "batch_size": batch_size,
+        "lr": lr,
+        "min_lr": min_lr,
+        "weight_decay": weight_decay,
+        "warmup": warmup,
+        "max_steps": max_steps,
+        "max_minutes": max_minutes,
+        "schedule_steps": schedule_steps,
+        "precision": precision,
+        "device": device,
+        "dice": dice,
+        "clip_grad": clip_grad,
+        "seed": seed,
+        "augment": augment,
+        "val_every": val_every,
+        "val_samples": val_samples,
+        "log_every": log_every,
+        "save_every": save_every,
+        "workers": workers,
+        "threads": threads,
+        "channels_last": channels_last,
+        "export_dtype": export_dtype,
+        "name": name,
+    }
+    from imlscan.train import TrainConfig, load_run_config
+    from imlscan.train import train as run_training
+
+    if resume is not None:
+        if data or out:
+            raise UsageError("--resume continues a run with its saved settings: leave out --data and --out")
+        cfg = load_run_config(resume, given)
+    else:
+        if not data:
+            raise UsageError("give at least one --data SPEC", hint="e.g. --data synth:photos/ or --data pairs.json")
+        if out is None:
+            raise UsageError("give --out RUN_DIR", hint="every run writes its checkpoints and logs to its own folder")
+        cfg = TrainConfig(data=list(data), out=str(out), **{k: v for k, v in given.items() if v is not None})
+
+    def log(msg: str) -> None:
+        err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+    summary = run_training(cfg, log=log, resume=resume is not None)
+    if summary:
+        err_console.print(f"[green]done[/]: best weights {summary['best_weights']} (step {summary['best_step']})")
+        if json_out:
+            stdout_json(summary)
+
+
+@app.command(no_args_is_help=True)
+def synth(
+    hosts: Path = typer.Argument(..., help="Folder of authentic photos (searched recursively)."),
+    out: Path = typer.Argument(..., help="Output folder: images/, masks/, pairs.json, manifest.json."),
+    n: int = typer.Option(..., "-n", "--count", help="Number of samples.", min=1),
+    seed: int = typer.Option(0, "--seed", help="Sample i is a pure function of (seed, i)."),
+    regions: Path = typer.Option(
+        None, "--regions", help="Folder of PNG label maps: object-shaped regions.", show_default=False
+    ),
+    split: str = typer.Option(
+        "train", "--split", help="Host photos to use: train (~90%), val (~10%, by file-name hash) or all."
+    ),
+    size: int = typer.Option(
+        None,
+        "--size",
+        help="Resize hosts to SIZE x SIZE first (a fixed-size set). Default: keep their size.",
+        show_default=False,
+    ),
+    max_side: int = typer.Option(1024, "--max-side", help="Downscale larger hosts so their long side is this."),
+    negatives: float = typer.Option(0.2, "--negatives", min=0.0, max=1.0, help="Share of authentic samples."),
+    post: bool = typer.Option(True, "--post/--no-post", help="Post-processing chains (JPEG, resize, blur, noise)."),
+    val_fraction: float = typer.Option(
+        0.1, "--val-fraction", min=0.0, max=1.0, help="Share of hosts in the val split."
+    ),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, help="Parallel processes (0 = this one)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a summary as JSON on stdout."),
+) -> None:
+    """Write a fixed synthetic forgery set (images, masks, pairs.json, manifest.json).
+
+    Example: imlscan synth photos/ synth-val/ -n 500 --split val --seed 1
+    """
+    from imlscan.data.synth import SynthConfig, SynthGenerator, write_dataset
+    from imlscan.data.transforms import PostConfig
+
+    cfg = SynthConfig(
+        negatives=negatives, size=size, max_side=max_side, post=PostConfig() if post else PostConfig.disabled()
+    )
+    gen = SynthGenerator.from_folder(
+        hosts, split=split, regions_dir=regions, seed=seed, config=cfg, val_fraction=val_fraction
+    )
+    err_console.print(f"synth: {len(gen.hosts)} host photos ({split} split), {len(gen.regions)} region maps -> {out}")
+
+    bar = _bar(n)
+    try:
+        summary = write_dataset(gen, out, n, workers=workers, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["kinds"].items()))
+    err_console.print(f"[green]wrote[/] {summary['pairs']}: {n} samples ({kinds}); {summary['generated']} new")
+    if json_out:
+        stdout_json(summary)
+
+
+class _bar:
+    """A progress bar on a terminal only."""
+
+    def __new__(cls, total: int):
+        if not err_console.is_terminal:
+            return None
+        return super().__new__(cls)
+
+    def __init__(self, total: int):
+        from rich.progress import Progress
+
+        self.p = Progress(console=err_console, transient=True)
+        self.task = self.p.add_task("synth", total=total)
+        self.p.start()
+
+    def update(self, done: int, total: int) -> None:
+        self.p.update(self.task, completed=done)
+
+    def close(self) -> None:
+        self.p.stop()

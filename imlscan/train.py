@@ -1,0 +1,1151 @@
+"""Training and fine-tuning SparseViT: data mixtures, the optimisation loop, validation,
+checkpoints, exact resume and export.
+
+Reproducibility is built on one idea: the training data is a pure function of a *global sample
+index*. Step ``t`` of a run with batch ``B`` per process and ``W`` processes uses the indices
+``(t * W + rank) * B + j``; each index picks its data source, its item and its augmentation from
+its own seeded generator. Nothing depends on worker scheduling, so a run resumed at step ``t``
+(model, optimizer, learning-rate position, RNG states restored) continues with exactly the
+batches and the losses the uninterrupted run would have seen, and the same command shards the
+stream over any number of ``torchrun`` processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from imlscan.data.synth import SynthConfig, SynthGenerator, host_split
+from imlscan.data.transforms import AugmentConfig, PostConfig, augment_real, resize_mask
+from imlscan.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
+from imlscan.errors import ImlscanError, UsageError
+from imlscan.fsutil import atomic_path, atomic_write_text
+from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD
+
+VAL_SEED = 20_250_101  # synthetic validation sets do not depend on --seed: runs stay comparable
+CHECKPOINT = "last.pt"
+BEST = "best.safetensors"
+EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+SYNTH_KEYS = {"regions", "negatives", "seed", "split", "kinds", "area", "post", "max_side", "val_fraction"}
+RESUMABLE = ("max_steps", "max_minutes", "workers", "threads", "val_every", "log_every", "save_every")
+CALIBRATION_STEPS = (5, 25)  # steps timed to size the schedule when only --max-minutes is given
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run (saved as ``RUN_DIR/config.json``; ``--resume`` reads it back)."""
+
+    data: list[str]
+    out: str
+    data_weights: list[float] | None = None
+    val: list[str] | None = None
+    model: str | None = None  # default sparsevit-b, or the architecture of --init
+    init: str | None = None
+    size: int = 512
+    batch_size: int = 8
+    lr: float = 1e-4
+    min_lr: float = 1e-6
+    weight_decay: float = 0.05
+    warmup: int | None = None
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    schedule_steps: int | None = None
+    precision: str = "auto"
+    device: str = "auto"
+    dice: float = 0.0
+    clip_grad: float = 1.0
+    seed: int = 0
+    augment: bool = True
+    val_every: int = 500
+    val_samples: int = 100
+    log_every: int = 10
+    save_every: int | None = None
+    workers: int | None = None
+    threads: int | None = None
+    channels_last: bool = False
+    export_dtype: str = "fp32"
+    name: str | None = None
+
+    def check(self) -> None:
+        if not self.data:
+            raise UsageError("give at least one --data SPEC", hint="e.g. --data synth:photos/ or --data pairs.json")
+        if self.data_weights is not None:
+            if len(self.data_weights) != len(self.data):
+                raise UsageError(f"{len(self.data_weights)} --data-weight values for {len(self.data)} --data specs")
+            if min(self.data_weights) < 0 or sum(self.data_weights) <= 0:
+                raise UsageError("--data-weight values must be >= 0 and not all zero")
+        if self.max_steps is None and self.max_minutes is None:
+            raise UsageError("give --max-steps or --max-minutes (or both)")
+        for key in ("size", "batch_size", "val_every", "log_every", "val_samples"):
+            if getattr(self, key) < 1:
+                raise UsageError(f"--{key.replace('_', '-')} must be at least 1")
+        if self.size % 32:
+            raise UsageError(f"--size must be a multiple of 32, got {self.size}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise UsageError("--max-steps must be at least 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise UsageError("--max-minutes must be positive")
+        if self.export_dtype not in EXPORT_DTYPES:
+            raise UsageError(f"unknown --export-dtype {self.export_dtype!r}", hint="use fp32, fp16 or bf16")
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise UsageError("need 0 <= --min-lr <= --lr and --lr > 0")
+        if self.dice < 0:
+            raise UsageError("--dice must be >= 0")
+
+
+# -- data ------------------------------------------------------------------------------------
+
+
+class Source:
+    """One ``--data`` entry: ``get(g)`` returns (RGB uint8, mask bool) for global index ``g``."""
+
+    name: str
+    kind: str
+
+    def get(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        raise NotImplementedError
+
+
+class SynthSource(Source):
+    kind = "synth"
+
+    def __init__(self, spec: str, gen: SynthGenerator):
+        self.spec, self.gen, self.name = spec, gen, f"synth:{Path(gen.hosts_dir).name}"
+
+    def get(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        s = self.gen.sample(g)
+        return s.image, s.mask
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "kind": "synth", **self.gen.describe()}
+
+
+class RealSource(Source):
+    """Items of a real dataset, drawn uniformly with replacement (a pure function of ``g``)."""
+
+    kind = "real"
+
+    def __init__(self, spec: str, name: str, items: list, seed: int, augment: bool, held_out: int = 0):
+        self.spec, self.name, self.items, self.seed = spec, name, items, seed
+        self.augment = AugmentConfig() if augment else None
+        self.held_out = held_out
+
+    def get(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([self.seed, g, 11])
+        item = self.items[int(rng.integers(len(self.items)))]
+        rgb, mask = read_item(item)
+        if self.augment is not None:
+            rgb, mask = augment_real(rgb, mask, rng, self.augment)
+        return rgb, mask
+
+    def describe(self) -> dict:
+        n_man = sum(s.mask_path is not None for s in self.items)
+        return {
+            "spec": self.spec,
+            "kind": "real",
+            "name": self.name,
+            "n_images": len(self.items),
+            "n_manipulated": n_man,
+            "held_out_for_val": self.held_out,
+            "augment": asdict(self.augment) if self.augment else None,
+        }
+
+
+def read_item(item) -> tuple[np.ndarray, np.ndarray]:
+    """A dataset sample as (RGB, bool mask), the mask resampled if its size differs."""
+    from imlscan.data import read_mask, read_rgb
+
+    rgb = read_rgb(item.image_path)
+    h, w = rgb.shape[:2]
+    if item.mask_path is None:
+        return rgb, np.zeros((h, w), bool)
+    mask = read_mask(item.mask_path)
+    if mask.shape != (h, w):
+        mask = resize_mask(mask, w, h)
+    return rgb, mask
+
+
+def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
+    """``synth:HOSTS_DIR[?regions=DIR&negatives=0.2&seed=N&...]`` -> a generator."""
+    body = spec[len("synth:") :]
+    path, _, query = body.partition("?")
+    if not path:
+        raise UsageError(f"{spec!r}: no folder after 'synth:'", hint="e.g. synth:photos/?regions=regions/")
+    opts = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False)) if query else {}
+    unknown = set(opts) - SYNTH_KEYS
+    if unknown:
+        raise UsageError(
+            f"{spec!r}: unknown option(s) {', '.join(sorted(unknown))}", hint=f"known: {sorted(SYNTH_KEYS)}"
+        )
+    try:
+        kw: dict = {}
+        if "negatives" in opts:
+            kw["negatives"] = float(opts["negatives"])
+        if "kinds" in opts:
+            kw["kinds"] = tuple(float(v) for v in opts["kinds"].split(","))
+            if len(kw["kinds"]) != 3:
+                raise ValueError("kinds needs 3 weights: splice,copymove,removal")
+        if "area" in opts:
+            kw["area"] = tuple(float(v) for v in opts["area"].split(","))
+            if len(kw["area"]) != 2:
+                raise ValueError("area needs 2 fractions: min,max")
+        if "max_side" in opts:
+            kw["max_side"] = int(opts["max_side"])
+        if opts.get("post", "1") in ("0", "off", "false", "no"):
+            kw["post"] = PostConfig.disabled()
+        sseed = int(opts.get("seed", seed))
+        val_fraction = float(opts.get("val_fraction", 0.1))
+    except ValueError as e:
+        raise UsageError(f"{spec!r}: {e}") from None
+    split = opts.get("split", split)
+    return SynthGenerator.from_folder(
+        path,
+        split=split,
+        regions_dir=opts.get("regions") or None,
+        seed=sseed,
+        config=SynthConfig(**kw),
+        val_fraction=val_fraction,
+    )
+
+
+def build_sources(cfg: TrainConfig) -> tuple[list[Source], list]:
+    """Training sources, and the validation sets they imply (synthetic val split of hosts,
+    hash-held-out 10% of real datasets) unless ``--val`` names them."""
+    from imlscan.data import load_dataset
+
+    sources: list[Source] = []
+    implied_val: list = []
+    for k, spec in enumerate(cfg.data):
+        if spec.startswith("synth:"):
+            gen = parse_synth_spec(spec, seed=cfg.seed * 1000 + k, split="train")
+            sources.append(SynthSource(spec, gen))
+            implied_val.append(("synth", spec))
+        else:
+            ds = load_dataset(spec)
+            items, held = list(ds.items), []
+            if cfg.val is None and len(items) >= 20:
+                held = [s for s in items if host_split(s.image_path) == "val"]
+                items = [s for s in items if host_split(s.image_path) != "val"]
+            sources.append(RealSource(spec, ds.name, items, cfg.seed * 1000 + k, cfg.augment, len(held)))
+            if held:
+                implied_val.append(("items", ds.name, held))
+    return sources, implied_val
+
+
+class TrainStream(torch.utils.data.Dataset):
+    """Map-style dataset indexed by the global sample index; items are ``size x size``."""
+
+    def __init__(self, sources: list[Source], weights: list[float] | None, size: int, seed: int):
+        self.sources, self.size, self.seed = sources, size, seed
+        w = np.asarray(weights if weights is not None else [1.0] * len(sources), np.float64)
+        self.p = w / w.sum()
+
+    def __len__(self) -> int:  # the stream is endless; the sampler decides the indices
+        return 2**62
+
+    def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
+        k = 0 if len(self.sources) == 1 else int(np.random.default_rng([self.seed, g, 7]).choice(len(self.p), p=self.p))
+        rgb, mask = self.sources[k].get(int(g))
+        return to_model_size(rgb, mask, self.size)
+
+
+def to_model_size(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's protocol, as ``Predictor`` applies it: the whole image resized to
+    ``size x size`` (bilinear); the mask as coverage > 0.5. uint8 tensors (normalized on the
+    device: four times less to copy)."""
+    if rgb.shape[:2] != (size, size):
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    mask = resize_mask(mask, size, size)
+    x = torch.from_numpy(_writable(rgb)).permute(2, 0, 1)
+    y = torch.from_numpy(mask.astype(np.uint8))[None]
+    return x, y
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
+
+
+class StepSampler(torch.utils.data.Sampler):
+    """Endless batches of global indices, from ``start_step`` on, for one rank."""
+
+    def __init__(self, start_step: int, batch_size: int, rank: int = 0, world: int = 1):
+        self.start, self.b, self.rank, self.world = start_step, batch_size, rank, world
+
+    def __iter__(self):
+        t = self.start
+        while True:
+            base = (t * self.world + self.rank) * self.b
+            yield list(range(base, base + self.b))
+            t += 1
+
+
+class ValSet(torch.utils.data.Dataset):
+    """Fixed validation samples: model input at ``size`` plus the mask at full resolution
+    (metrics are computed at the original resolution, the paper's protocol)."""
+
+    def __init__(self, entries: list[tuple], size: int):
+        self.entries, self.size = entries, size
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, j: int):
+        kind, obj, key = self.entries[j]
+        if kind == "synth":
+            s = obj.sample(key)
+            rgb, mask = s.image, s.mask
+        else:
+            rgb, mask = read_item(obj)
+        if rgb.shape[:2] != (self.size, self.size):
+            rgb = cv2.resize(rgb, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(_writable(rgb)).permute(2, 0, 1), mask
+
+
+def _val_collate(batch):
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def build_val(cfg: TrainConfig, implied: list) -> tuple[ValSet | None, list[dict]]:
+    """The validation set: ``--val`` specs, else the held-out splits implied by ``--data``."""
+    from imlscan.data import load_dataset
+
+    if cfg.val is not None and [v.lower() for v in cfg.val] == ["none"]:
+        return None, []
+    specs: list = []
+    if cfg.val is not None:
+        for spec in cfg.val:
+            if spec.startswith("synth:"):
+                specs.append(("synth", spec))
+            else:
+                ds = load_dataset(spec)
+                specs.append(("items", ds.name, list(ds.items)))
+    else:
+        specs = implied
+    entries: list[tuple] = []
+    described: list[dict] = []
+    n_synth = sum(s[0] == "synth" for s in specs)
+    for s in specs:
+        if s[0] == "synth":
+            split = "all" if cfg.val is not None and "split=" in s[1] else "val"
+            gen = parse_synth_spec(s[1], seed=VAL_SEED, split=split)
+            gen.seed = VAL_SEED
+            n = max(1, cfg.val_samples // n_synth)
+            entries += [("synth", gen, i) for i in range(n)]
+            described.append({"spec": s[1], "kind": "synth", "split": gen.split, "samples": n, "seed": VAL_SEED})
+        else:
+            entries += [("item", it, 0) for it in s[2]]
+            described.append({"name": s[1], "kind": "real", "images": len(s[2])})
+    if not entries:
+        return None, []
+    return ValSet(entries, cfg.size), described
+
+
+# -- optimisation ----------------------------------------------------------------------------
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices and conv kernels only: never on biases, norms or the
+    layer-scale / fusion gammas (decaying those pulls the model towards switching blocks off)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or "gamma" in name.rsplit(".", 1)[-1] else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from ``lr`` to ``min_lr`` at ``total``."""
+    if warmup > 0 and step < warmup:
+        return lr * (step + 1) / warmup
+    span = max(1, total - warmup)
+    t = min(1.0, (step - warmup) / span)
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * t))
+
+
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, dice: float) -> tuple[torch.Tensor, dict]:
+    """BCE on logits (the paper's loss), plus ``dice`` times a soft Dice loss per image."""
+    logits = logits.float()
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    parts = {"bce": bce.detach()}
+    total = bce
+    if dice > 0:
+        p = torch.sigmoid(logits)
+        inter = (p * target).sum(dim=(1, 2, 3))
+        den = p.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))
+        d = (1.0 - (2.0 * inter + 1.0) / (den + 1.0)).mean()
+        parts["dice"] = d.detach()
+        total = total + dice * d
+    return total, parts
+
+
+# -- distributed -----------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device: str) -> Dist:
+    """Join the process group when started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    step: int = 0
+    total_steps: int | None = None
+    warmup: int = 0
+    best_score: float = -math.inf
+    best_step: int | None = None
+    best_metrics: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    last_val_step: int | None = None
+
+
+class Trainer:
+    """One training run. ``run()`` trains until a stop condition, checkpoints, exports."""
+
+    def __init__(self, cfg: TrainConfig, *, log: Callable[[str], None] | None = None, resume: bool = False):
+        cfg.check()
+        self.cfg = cfg
+        self.out = Path(cfg.out)
+        self.resume = resume
+        self._echo = log or (lambda m: None)
+        self.dist = init_distributed(cfg.device)
+        if self.dist.on and torch.cuda.is_available() and not cfg.device.startswith("cpu"):
+            self.device = torch.device("cuda", self.dist.local_rank)
+        else:
+            self.device = resolve_device(cfg.device)
+        self.precision = self._precision(cfg.precision)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.rows: list[dict] = []
+        self.log_lines: list[str] = []
+        self.val_loader = None
+        self.state = RunState()
+
+    # -- setup
+
+    def _precision(self, precision: str) -> str:
+        p = resolve_precision(precision, self.device)
+        if p == "bf16" and self.device.type == "cpu" and not cpu_has_native_bf16():
+            raise UsageError(
+                "bf16 on this CPU is emulated (no AMX/AVX512-BF16) and slower than fp32",
+                hint="use --precision fp32 (or auto)",
+            )
+        return p
+
+    def log(self, msg: str) -> None:
+        if not self.dist.main:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.log_lines.append(f"{stamp} {msg}")
+        self._echo(msg)
+        atomic_write_text(self.out / "train.log", "\n".join(self.log_lines) + "\n")
+
+    def _build_model(self) -> torch.nn.Module:
+        from imlscan.models import create_model, list_models
+        from imlscan.weights import model_from_file
+
+        cfg = self.cfg
+        if cfg.init:
+            model, meta = model_from_file(cfg.init)
+            if cfg.model and cfg.model != meta.get("variant"):
+                raise UsageError(
+                    f"--model {cfg.model} but --init {cfg.init} holds {meta.get('variant')!r}",
+                    hint="leave --model out when fine-tuning: the weights decide the architecture",
+                )
+            self.variant = meta.get("variant", "custom")
+        else:
+            name = cfg.model or "sparsevit-b"
+            if name not in list_models():
+                raise UsageError(f"unknown --model {name!r}", hint=f"use one of {', '.join(list_models())}")
+            torch.manual_seed(cfg.seed)
+            model = create_model(name)
+            self.variant = name
+        model = model.to(self.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _loader(self, dataset, *, batch_sampler=None, batch_size=None, collate_fn=None):
+        """Workers start from a fresh interpreter (forkserver/spawn), never by forking this one:
+        a forked child of a process whose OpenMP/OpenCV thread pools run can deadlock."""
+        workers = self.workers
+        kw: dict = {}
+        if workers > 0:
+            kw = {
+                "persistent_workers": True,
+                "prefetch_factor": 4,
+                "worker_init_fn": _worker_init,
+                "multiprocessing_context": _mp_context(),
+            }
+        if batch_sampler is not None:
+            kw["batch_sampler"] = batch_sampler
+        else:
+            kw["batch_size"] = batch_size
+        return torch.utils.data.DataLoader(
+            dataset,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn,
+            **kw,
+        )
+
+    # -- checkpoints
+
+    def _save_checkpoint(self) -> None:
+        rng = _rng_state()
+        if self.dist.on:
+            import torch.distributed as dist
+
+            all_rng: list = [None] * self.dist.world
+            dist.all_gather_object(all_rng, rng)
+        else:
+            all_rng = [rng]
+        if not self.dist.main:
+            return
+        ckpt = {
+            "format": 1,
+            "state": asdict(self.state),
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": all_rng,
+            "config": asdict(self.cfg),
+        }
+        buf = io.BytesIO()
+        torch.save(ckpt, buf)
+        with atomic_path(self.out / CHECKPOINT) as tmp:
+            tmp.write_bytes(buf.getvalue())
+
+    def _load_checkpoint(self) -> None:
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            raise ImlscanError(f"{self.out}: no {CHECKPOINT} to resume from", hint="start a new run with --out")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
+            raise ImlscanError(f"{path}: cannot read the checkpoint ({type(e).__name__})") from None
+        self.raw_model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.state = RunState(**ckpt["state"])
+        rngs = ckpt["rng"]
+        _set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0], self.device)
+        self.rows = [r for r in _read_jsonl(self.out / "metrics.jsonl") if r.get("step", 0) <= self.state.step]
+        log_path = self.out / "train.log"
+        if log_path.is_file():
+            self.log_lines = log_path.read_text(encoding="utf-8").splitlines()
+
+    # -- metrics, export
+
+    def _record(self, row: dict) -> None:
+        if not self.dist.main:
+            return
+        self.rows.append(row)
+        atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def _export(self, path: Path, metrics: dict) -> str:
+        from imlscan.weights import save_weights
+
+        cfg = self.cfg
+        name = cfg.name or f"{self.variant}-{self.out.name}"
+        sha = save_weights(
+            self.raw_model,
+            path,
+            name=name,
+            variant=self.variant,
+            preprocessing={"mode": "resize", "size": cfg.size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            provenance={
+                "data": self.data_description,
+                "steps": self.state.step,
+                "samples_seen": self.state.step * cfg.batch_size * self.dist.world,
+                "init": cfg.init,
+            },
+            extra={
+                "training": {
+                    "config": asdict(cfg),
+                    "validation": self.val_description,
+                    "val_metrics": metrics,
+                    "step": self.state.step,
+                    "precision": self.precision,
+                    "world_size": self.dist.world,
+                }
+            },
+            dtype=EXPORT_DTYPES[cfg.export_dtype],
+        )
+        return sha
+
+    @torch.inference_mode()
+    def validate(self) -> dict:
+        from imlscan.metrics import MetricAccumulator
+
+        model = self.raw_model
+        was_training = model.training
+        model.eval()
+        acc = MetricAccumulator(bins=1000)
+        t0 = time.monotonic()
+        neg_fp: list[float] = []
+        if self.val_loader is None:
+            self.val_loader = self._loader(self.val_set, batch_size=self.cfg.batch_size, collate_fn=_val_collate)
+        for x, masks in self.val_loader:
+            logits = self._forward(x, model)
+            probs = torch.sigmoid(logits.float())[:, 0].cpu().numpy()
+            for p, m in zip(probs, masks):
+                h, w = m.shape
+                if p.shape != (h, w):
+                    p = cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR)
+                row = acc.update(np.clip(p, 0, 1), m)
+                if not row["manipulated"]:
+                    neg_fp.append(row["pixel_fpr"])
+        model.train(was_training)
+        res = acc.compute()
+        out = {
+            "pixel_f1": res["pixel_f1"],
+            "pixel_auc": res["pixel_auc"],
+            "pixel_iou": res["pixel_iou"],
+            "pixel_f1_best": res["pixel_f1_best"],
+            "pooled_pixel_f1": res["pooled_pixel_f1"],
+            "authentic_fpr": float(np.mean(neg_fp)) if neg_fp else math.nan,
+            "n_images": len(acc.rows),
+            "n_manipulated": acc.n_manipulated,
+        }
+        self.val_seconds = time.monotonic() - t0
+        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+
+    def _forward(self, x_uint8: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
+        x = x_uint8.to(self.device, non_blocking=True).float()
+        x = (x - self.mean) / self.std
+        if self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return (model or self.model)(x)
+
+    def _run_validation(self) -> None:
+        st = self.state
+        if self.dist.main and self.val_set is not None:
+            metrics = self.validate()
+            score = selection_score(metrics)
+            # the untrained baseline (step 0 of a fresh run) is logged but never "best"
+            improved = st.step > 0 and (st.best_step is None or score > st.best_score)
+            self._record({"type": "val", "step": st.step, **metrics, "val_s": round(self.val_seconds, 2)})
+            self.log(
+                f"val step {st.step}: F1 {_fmt(metrics['pixel_f1'])}  AUC {_fmt(metrics['pixel_auc'])}  "
+                f"IoU {_fmt(metrics['pixel_iou'])}  authentic FPR {_fmt(metrics['authentic_fpr'])}"
+                f"  ({self.val_seconds:.1f}s){'  * best' if improved else ''}"
+            )
+            if improved:
+                st.best_score, st.best_step, st.best_metrics = score, st.step, metrics
+                self._export(self.out / BEST, metrics)
+        st.last_val_step = st.step
+        if self.dist.on:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # -- main loop
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+        cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.workers = cfg.workers if cfg.workers is not None else min(8, max(0, cpu_count - 1))
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        random.seed(cfg.seed + self.dist.rank)
+        self.raw_model = self._build_model()
+        self.raw_model.train()
+        self.model = self.raw_model
+        if self.dist.on:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # depthwise-conv grads differ from their bucket only in the stride of a size-1 dim
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.raw_model, device_ids=ids, gradient_as_bucket_view=True)
+        self.opt = torch.optim.AdamW(param_groups(self.raw_model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0
+        sources, implied = build_sources(cfg)
+        self.stream = TrainStream(sources, cfg.data_weights, cfg.size, cfg.seed)
+        self.val_set, self.val_description = build_val(cfg, implied)
+        weights = cfg.data_weights or [1.0] * len(sources)
+        self.data_description = [{**s.describe(), "weight": w} for s, w in zip(sources, weights)]
+        if self.resume:
+            self._load_checkpoint()
+        if self.dist.main:
+            atomic_write_text(self.out / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        st = self.state
+        if st.total_steps is None:
+            st.total_steps = cfg.schedule_steps or cfg.max_steps
+            st.warmup = cfg.warmup if cfg.warmup is not None else _default_warmup(st.total_steps)
+
+    def run(self) -> dict:
+        """Train; SIGTERM (e.g. from ``timeout`` or a job scheduler) is handled like Ctrl-C:
+        the checkpoint is saved before exiting."""
+        if threading.current_thread() is not threading.main_thread():
+            return self._run()
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _terminate)
+        try:
+            return self._run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _run(self) -> dict:
+        self.setup()
+        cfg, st = self.cfg, self.state
+        size, b = cfg.size, cfg.batch_size
+        self.log(
+            f"{'resuming' if self.resume else 'training'} {self.variant} at step {st.step}: {len(self.stream.sources)} "
+            f"source(s), batch {b} x {self.dist.world} process(es), {size}px, {self.precision} on {self.device}, "
+            f"{self.workers} loader worker(s), {torch.get_num_threads()} thread(s); "
+            f"val: {len(self.val_set) if self.val_set else 0} images"
+        )
+        if self.val_set is not None and st.step == 0 and st.last_val_step is None:
+            self._run_validation()  # the untrained baseline, and the time one validation costs
+        loader = self._loader(self.stream, batch_sampler=StepSampler(st.step, b, self.dist.rank, self.dist.world))
+        it = iter(loader)
+        budget = cfg.max_minutes * 60.0 if cfg.max_minutes else math.inf
+        session_start, session_step0 = time.monotonic(), st.step
+        elapsed0 = st.elapsed_s
+        window: dict = {"t": time.monotonic(), "n": 0, "loss": 0.0, "bce": 0.0, "dice": 0.0}
+        calib_t0 = None
+        stop_reason = None
+        progress = _Progress(self) if self.dist.main else None
+        try:
+            while True:
+                now = time.monotonic()
+                spent = now - session_start
+                reserve = getattr(self, "val_seconds", 0.0) if self.val_set is not None else 0.0
+                if cfg.max_steps is not None and st.step >= cfg.max_steps:
+                    stop_reason = "max_steps"
+                elif spent + reserve >= budget:
+                    stop_reason = "max_minutes"
+                if self.dist.on:
+                    stop_reason = _agree_stop(stop_reason, self.device)
+                if stop_reason:
+                    break
+                x, y = next(it)
+                lr = lr_at(st.step, lr=cfg.lr, min_lr=cfg.min_lr, warmup=st.warmup, total=st.total_steps or 10**9)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                logits = self._forward(x)
+                target = y.to(self.device, non_blocking=True).float()
+                loss, parts = loss_fn(logits, target, cfg.dice)
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.unscale_(self.opt)
+                else:
+                    loss.backward()
+                gnorm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
+                if self.scaler is not None:
+                    self.scaler.step(self.opt)
+                    self.scaler.update()
+                else:
+                    self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                st.step += 1
+                loss_v = float(loss.detach())
+                if not math.isfinite(loss_v):
+                    raise ImlscanError(
+                        f"the loss became {loss_v} at step {st.step}",
+                        hint="lower --lr, use --precision fp32, or resume from the last checkpoint",
+                    )
+                window["n"] += 1
+                window["loss"] += loss_v
+                window["bce"] += float(parts["bce"])
+                window["dice"] += float(parts.get("dice", 0.0))
+                if progress:
+                    progress.update(st.step, loss_v)
+
+                # size the schedule from measured speed when only a time budget was given
+                if st.total_steps is None and cfg.max_minutes:
+                    done = st.step - session_step0
+                    if done == CALIBRATION_STEPS[0]:
+                        calib_t0 = time.monotonic()
+                    elif done == CALIBRATION_STEPS[1] and calib_t0 is not None:
+                        per_step = (time.monotonic() - calib_t0) / (CALIBRATION_STEPS[1] - CALIBRATION_STEPS[0])
+                        st.total_steps = _estimate_total(
+                            st.step,
+                            per_step,
+                            budget - (time.monotonic() - session_start),
+                            getattr(self, "val_seconds", 0.0) if self.val_set else 0.0,
+                            cfg.val_every,
+                        )
+                        if self.dist.on:
+                            st.total_steps = _broadcast_int(st.total_steps, self.device)
+                        if cfg.warmup is None:  # the provisional warm-up becomes 5% of the sized schedule
+                            st.warmup = max(CALIBRATION_STEPS[1], _default_warmup(st.total_steps))
+                        self.log(
+                            f"schedule: {per_step:.2f}s/step measured -> warm-up {st.warmup}, "
+                            f"cosine to step {st.total_steps}"
+                        )
+
+                if st.step % cfg.log_every == 0:
+                    if self.dist.on:
+                        window.update(_mean_over_ranks(window, ("loss", "bce", "dice"), self.device))
+                    dt = time.monotonic() - window["t"]
+                    n = window["n"]
+                    row = {
+                        "type": "train",
+                        "step": st.step,
+                        "loss": round(window["loss"] / n, 6),
+                        "bce": round(window["bce"] / n, 6),
+                        "dice": round(window["dice"] / n, 6) if cfg.dice > 0 else None,
+                        "lr": lr,
+                        "grad_norm": round(float(gnorm), 4),
+                        "samples_per_s": round(n * b * self.dist.world / dt, 3),
+                        "elapsed_s": round(elapsed0 + time.monotonic() - session_start, 1),
+                    }
+                    self._record(row)
+                    total = f"/{st.total_steps}" if st.total_steps else ""
+                    self.log(
+                        f"step {st.step}{total}  loss {row['loss']:.4f}  lr {lr:.2e}  "
+                        f"{row['samples_per_s']:.1f} samples/s"
+                    )
+                    window = {"t": time.monotonic(), "n": 0, "loss": 0.0, "bce": 0.0, "dice": 0.0}
+                if self.val_set is not None and st.step % cfg.val_every == 0:
+                    self._run_validation()
+                if st.step % (cfg.save_every or cfg.val_every) == 0:
+                    st.elapsed_s = elapsed0 + time.monotonic() - session_start
+                    self._save_checkpoint()
+        except KeyboardInterrupt:
+            if self.dist.on:  # the other ranks may be anywhere: a collective save could hang
+                self.log(f"interrupted at step {st.step}: the last periodic checkpoint stands")
+                raise
+            self.log(f"interrupted at step {st.step}: saving the checkpoint")
+            st.elapsed_s = elapsed0 + time.monotonic() - session_start
+            self._save_checkpoint()
+            raise
+        finally:
+            if progress:
+                progress.close()
+            del it, loader
+
+        st.elapsed_s = elapsed0 + time.monotonic() - session_start
+        self.log(f"stopped at step {st.step} ({stop_reason})")
+        if self.val_set is not None and st.last_val_step != st.step:
+            self._run_validation()
+        self._save_checkpoint()
+        self.val_loader = None  # shuts its workers down
+        summary = self._finish(stop_reason)
+        if self.dist.on:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return summary
+
+    def _finish(self, stop_reason: str) -> dict:
+        st = self.state
+        if not self.dist.main:
+            return {}
+        if self.val_set is None:  # nothing to choose by: the final model is the best one
+            st.best_step, st.best_metrics = st.step, {}
+            self._export(self.out / BEST, {})
+        train_rows = [r for r in self.rows if r["type"] == "train"]
+        val_rows = [r for r in self.rows if r["type"] == "val"]
+        _write_csv(self.out / "metrics.csv", self.rows)
+        self._plots(train_rows, val_rows)
+        rates = [r["samples_per_s"] for r in train_rows[-20:]]
+        summary = {
+            "run_dir": str(self.out),
+            "model": self.variant,
+            "steps": st.step,
+            "stop_reason": stop_reason,
+            "elapsed_s": round(st.elapsed_s, 1),
+            "samples_per_s": round(float(np.median(rates)), 3) if rates else None,
+            "best_step": st.best_step,
+            "best_val": st.best_metrics,
+            "best_weights": str(self.out / BEST),
+            "checkpoint": str(self.out / CHECKPOINT),
+            "precision": self.precision,
+            "device": str(self.device),
+        }
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        self.log(f"best: step {st.best_step} {json.dumps(st.best_metrics)} -> {self.out / BEST}")
+        return summary
+
+    def _plots(self, train_rows: list[dict], val_rows: list[dict]) -> None:
+        from imlscan.plot import line_plot
+
+        try:
+            if len(train_rows) >= 2:
+                xs = [r["step"] for r in train_rows]
+                series = {"loss": (xs, [r["loss"] for r in train_rows])}
+                if self.cfg.dice > 0:
+                    series["bce"] = (xs, [r["bce"] for r in train_rows])
+                line_plot(series, self.out / "loss.png", title="training loss", xlabel="step", ylabel="loss")
+            if len(val_rows) >= 2:
+                xs = [r["step"] for r in val_rows]
+                series = {
+                    k: (xs, [r[k] if isinstance(r[k], float) else float("nan") for r in val_rows])
+                    for k in ("pixel_f1", "pixel_auc", "pixel_iou")
+                }
+                line_plot(series, self.out / "val.png", title="validation", xlabel="step", ylabel="score", ylim=(0, 1))
+        except Exception as e:  # noqa: BLE001 - a failed plot must not lose a finished run
+            self.log(f"warning: could not draw the plots ({type(e).__name__}: {e})")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def selection_score(metrics: dict) -> float:
+    """The best checkpoint maximizes mean pixel F1 (threshold 0.5, the paper's metric); pixel
+    AUC breaks ties, which matters early on when every map is below 0.5 and F1 is 0."""
+    f1, auc = metrics.get("pixel_f1"), metrics.get("pixel_auc")
+    f1 = f1 if isinstance(f1, float) and math.isfinite(f1) else 0.0
+    auc = auc if isinstance(auc, float) and math.isfinite(auc) else 0.0
+    return f1 + 1e-3 * auc
+
+
+def _default_warmup(total: int | None) -> int:
+    """5% of the schedule (at most 1000 steps); 100 steps when the length is not known yet."""
+    if total is None:
+        return 100
+    return max(1, min(1000, total // 20))
+
+
+def _estimate_total(step: int, per_step: float, remaining_s: float, val_s: float, val_every: int) -> int:
+    """Steps that fit in the remaining time, validation included."""
+    per = per_step + (val_s / val_every if val_every else 0.0)
+    return step + max(1, int(0.97 * max(0.0, remaining_s - val_s) / max(per, 1e-6)))
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _mp_context():
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["imlscan.train"])  # workers fork from a server that has imported us
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
+def _rng_state() -> dict:
+    st = {
+        "torch": torch.get_rng_state(),
+        "python": _py_state_to_list(random.getstate()),
+        "numpy": _np_state_to_list(np.random.get_state()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        st["cuda"] = torch.cuda.get_rng_state()
+    return st
+
+
+def _set_rng_state(st: dict, device: torch.device) -> None:
+    torch.set_rng_state(st["torch"])
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in st and device.type == "cuda":
+        torch.cuda.set_rng_state(st["cuda"], device)
+
+
+def _py_state_to_list(s: tuple) -> list:
+    return [s[0], list(s[1]), s[2]]
+
+
+def _np_state_to_list(s: tuple) -> list:
+    return [s[0], s[1].tolist(), int(s[2]), int(s[3]), float(s[4])]
+
+
+def _agree_stop(reason: str | None, device: torch.device) -> str | None:
+    """All ranks stop together: rank 0's clock decides for everyone."""
+    import torch.distributed as dist
+
+    codes = {None: 0, "max_steps": 1, "max_minutes": 2}
+    t = torch.tensor([codes[reason]], device=device)
+    dist.broadcast(t, src=0)
+    return {v: k for k, v in codes.items()}[int(t.item())]
+
+
+def _mean_over_ranks(window: dict, keys: tuple[str, ...], device: torch.device) -> dict:
+    """The logged losses are averaged over all processes, not rank 0's alone."""
+    import torch.distributed as dist
+
+    t = torch.tensor([float(window[k]) for k in keys], device=device, dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, t.tolist())}
+
+
+def _broadcast_int(v: int, device: torch.device) -> int:
+    import torch.distributed as dist
+
+    t = torch.tensor([v], device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            rows.append(json.loads(line))
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) and math.isfinite(v) else "n/a"
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise (the line log still runs)."""
+
+    def __init__(self, trainer: Trainer):
+        from imlscan.cli.app import err_console
+
+        self.bar = None
+        if not err_console.is_terminal:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        total = trainer.cfg.max_steps or trainer.state.total_steps
+        self.task = self.bar.add_task("train", total=total, completed=trainer.state.step, loss="-")
+        self.bar.start()
+
+    def update(self, step: int, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def load_run_config(run_dir: str | Path, overrides: dict) -> TrainConfig:
+    """The saved config of a run, with the few settings a resume may change."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ImlscanError(f"{run_dir}: not a training run (no config.json)")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        cfg = TrainConfig(**saved)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ImlscanError(f"{path}: unreadable run config ({e})") from None
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k not in RESUMABLE:
+            raise UsageError(
+                f"--{k.replace('_', '-')} cannot change when resuming",
+                hint="a resumed run keeps its settings; only "
+                + ", ".join("--" + r.replace("_", "-") for r in RESUMABLE)
+                + " may be given",
+            )
+        setattr(cfg, k, v)
+    cfg.out = str(run_dir)
+    return cfg
+
+
+def train(cfg: TrainConfig, *, log: Callable[[str], None] | None = None, resume: bool = False) -> dict:
+    """Run (or resume) training; returns the summary written to ``RUN_DIR/summary.json``."""
+    out = Path(cfg.out)
+    if not resume and (out / CHECKPOINT).exists():
+        raise ImlscanError(
+            f"{out} already holds a run ({CHECKPOINT})",
+            hint=f"continue it with --resume {out}, or choose another --out",
+        )
+    try:
+        return Trainer(cfg, log=log, resume=resume).run()
+    except ImlscanError as e:
+        raise _clean(e) from None
+
+
+def _clean(e: ImlscanError) -> ImlscanError:
+    """An error re-raised from a data-loader worker carries a traceback in its message: keep
+    the original one-line message."""
+    lines = [ln for ln in e.message.splitlines() if ln.strip()]
+    if len(lines) <= 1:
+        return e
+    last = lines[-1]
+    for prefix in ("imlscan.errors.ImlscanError: ", "imlscan.errors.UsageError: "):
+        if last.startswith(prefix):
+            last = last[len(prefix) :]
+    return ImlscanError(last, hint=e.hint, exit_code=e.exit_code)

@@ -1,0 +1,254 @@
+"""The trainer: loss goes down, exact resume, stop conditions, export that scan loads, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from imlscan.cli import app
+from imlscan.device import cpu_has_native_bf16
+from imlscan.errors import ImlscanError, UsageError
+from imlscan.train import (
+    StepSampler,
+    TrainConfig,
+    TrainStream,
+    build_sources,
+    load_run_config,
+    lr_at,
+    param_groups,
+    parse_synth_spec,
+    train,
+)
+
+runner = CliRunner()
+
+
+def _photo(rng, h, w):
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (h + w) * 255], axis=2)
+    noise = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 1.5)
+    return np.clip(base + noise + 20, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def hosts(tmp_path, rng):
+    d = tmp_path / "hosts"
+    d.mkdir()
+    for i in range(30):
+        Image.fromarray(_photo(rng, 60, 80)).save(d / f"h{i:02d}.png")
+    return d
+
+
+@pytest.fixture
+def one_pair(tmp_path, rng):
+    """A real dataset of one forged image: every batch is the same (a fixed batch)."""
+    d = tmp_path / "real"
+    d.mkdir()
+    img = _photo(rng, 64, 64)
+    img[16:40, 20:48] = 255 - img[16:40, 20:48]  # an obvious 'forgery'
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:40, 20:48] = 255
+    Image.fromarray(img).save(d / "a.png")
+    Image.fromarray(mask).save(d / "a_gt.png")
+    (d / "pairs.json").write_text(json.dumps([["a.png", "a_gt.png"]]))
+    return d / "pairs.json"
+
+
+def _cfg(tmp_path, run_name, data, **kw) -> TrainConfig:
+    base = dict(
+        data=data,
+        out=str(tmp_path / run_name),
+        model="sparsevit-test",
+        size=64,
+        batch_size=2,
+        lr=1e-3,
+        precision="fp32",
+        device="cpu",
+        workers=0,
+        log_every=1,
+        val_every=1000,
+        val_samples=4,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train_losses(run_dir) -> dict[int, float]:
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if r["type"] == "train"}
+
+
+def test_loss_goes_down_on_a_fixed_batch(tmp_path, one_pair):
+    cfg = _cfg(tmp_path, "fit", [str(one_pair)], max_steps=30, augment=False, val=["none"], warmup=3)
+    summary = train(cfg)
+    losses = _train_losses(tmp_path / "fit")
+    assert summary["steps"] == 30 and summary["stop_reason"] == "max_steps"
+    assert len(losses) == 30
+    first, last = np.mean([losses[s] for s in (1, 2, 3)]), np.mean([losses[s] for s in (28, 29, 30)])
+    assert last < 0.7 * first, (first, last)
+    assert all(math.isfinite(v) for v in losses.values())
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, hosts):
+    data = [f"synth:{hosts}?negatives=0.3"]
+    common = dict(schedule_steps=10, val_every=3, warmup=2, dice=0.5)
+    train(_cfg(tmp_path, "full", data, max_steps=10, **common))
+    train(_cfg(tmp_path, "split", data, max_steps=5, **common))
+    assert sorted(_train_losses(tmp_path / "split")) == [1, 2, 3, 4, 5]
+    # continue with a loader worker: data must not depend on who computes it
+    resumed = load_run_config(tmp_path / "split", {"max_steps": 10, "workers": 1})
+    train(resumed, resume=True)
+    full, split = _train_losses(tmp_path / "full"), _train_losses(tmp_path / "split")
+    assert sorted(split) == list(range(1, 11))
+    assert [full[s] for s in range(1, 11)] == [split[s] for s in range(1, 11)]
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["state"]["step"] == b["state"]["step"] == 10
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k in a["optimizer"]["state"]:
+        assert torch.equal(a["optimizer"]["state"][k]["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
+
+
+def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model, read_metadata
+
+    run = tmp_path / "exp"
+    summary = train(
+        _cfg(tmp_path, "exp", [f"synth:{hosts}"], max_steps=4, val_every=2, export_dtype="fp16", name="tiny-run")
+    )
+    assert summary["steps"] == 4 and summary["best_step"] in (2, 4)
+    for f in ("best.safetensors", "last.pt", "config.json", "metrics.jsonl", "metrics.csv", "summary.json", "loss.png"):
+        assert (run / f).is_file(), f
+    meta = read_metadata(run / "best.safetensors")
+    assert meta["name"] == "tiny-run" and meta["variant"] == "sparsevit-test"
+    assert meta["preprocessing"]["size"] == 64 and meta["preprocessing"]["mode"] == "resize"
+    assert meta["provenance"]["steps"] == summary["best_step"]
+    assert meta["provenance"]["data"][0]["kind"] == "synth"
+    assert set(meta["training"]["val_metrics"]) >= {"pixel_f1", "pixel_auc", "pixel_iou"}
+    assert all(t.dtype == torch.float16 for t in load_file(run / "best.safetensors").values() if t.is_floating_point())
+    model = load_model(run / "best.safetensors", device="cpu")
+    assert model.weights_info.trained and model.weights_info.preprocessing["size"] == 64
+    prob = Predictor(model).predict_prob(_photo(np.random.default_rng(0), 50, 70))
+    assert prob.shape == (50, 70) and prob.dtype == np.float32 and 0 <= prob.min() <= prob.max() <= 1
+    # the validation curve has the untrained baseline (step 0) plus steps 2 and 4
+    val_steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert val_steps == [0, 2, 4]
+
+
+def test_max_minutes_stops_checkpoints_and_exports(tmp_path, hosts):
+    summary = train(_cfg(tmp_path, "timed", [f"synth:{hosts}"], max_minutes=0.002, val=["none"]))
+    assert summary["stop_reason"] == "max_minutes"
+    assert (tmp_path / "timed" / "best.safetensors").is_file()
+    ckpt = torch.load(tmp_path / "timed" / "last.pt", weights_only=True)
+    assert ckpt["state"]["step"] == summary["steps"]
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bf16")
+def test_bf16_autocast_trains_on_cpu(tmp_path, one_pair):
+    summary = train(_cfg(tmp_path, "bf16", [str(one_pair)], max_steps=2, precision="bf16", val=["none"]))
+    assert summary["precision"] == "bf16" and summary["steps"] == 2
+
+
+def test_weight_decay_skips_norms_biases_and_gammas(tiny_model):
+    decay, no_decay = param_groups(tiny_model, 0.05)
+    names = {id(p): n for n, p in tiny_model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    skipped = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert decayed and all(not n.endswith(".bias") and "norm" not in n and "gamma" not in n for n in decayed)
+    assert {"head.gamma"} <= skipped and any(n.endswith("gamma_1") for n in skipped)
+    assert len(decayed) + len(skipped) == len(list(tiny_model.parameters()))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    kw = dict(lr=1e-3, min_lr=1e-5, warmup=10, total=110)
+    assert lr_at(0, **kw) == pytest.approx(1e-4)
+    assert lr_at(9, **kw) == pytest.approx(1e-3)
+    assert lr_at(60, **kw) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert lr_at(110, **kw) == pytest.approx(1e-5) and lr_at(500, **kw) == pytest.approx(1e-5)
+    assert all(lr_at(s, **kw) >= lr_at(s + 1, **kw) for s in range(10, 120))
+
+
+def test_sample_stream_is_sharded_without_overlap(hosts, tmp_path):
+    per_rank = [next(iter(StepSampler(3, 4, rank=r, world=2))) for r in range(2)]
+    assert per_rank == [[24, 25, 26, 27], [28, 29, 30, 31]]
+    cfg = _cfg(tmp_path, "x", [f"synth:{hosts}", f"synth:{hosts}?negatives=1"], data_weights=[1, 3], max_steps=1)
+    sources, implied = build_sources(cfg)
+    stream = TrainStream(sources, cfg.data_weights, 64, 0)
+    x, y = stream[7]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.uint8 and y.shape == (1, 64, 64)
+    assert torch.equal(stream[7][0], x)  # pure function of the index
+    picks = [int(np.random.default_rng([0, g, 7]).choice(2, p=stream.p)) for g in range(400)]
+    assert 0.65 < np.mean(picks) < 0.85  # the second source has weight 3 of 4
+    assert [v[0] for v in implied] == ["synth", "synth"]
+
+
+def test_synth_spec_parsing(hosts):
+    gen = parse_synth_spec(f"synth:{hosts}?negatives=0.5&kinds=1,0,0&area=0.02,0.2&post=0", seed=3, split="train")
+    assert gen.config.negatives == 0.5 and gen.config.kinds == (1.0, 0.0, 0.0) and gen.config.post.jpeg == 0
+    assert gen.seed == 3
+    with pytest.raises(UsageError, match="unknown option"):
+        parse_synth_spec(f"synth:{hosts}?negativs=0.5", seed=0, split="train")
+    with pytest.raises(UsageError):
+        parse_synth_spec(f"synth:{hosts}?negatives=abc", seed=0, split="train")
+    with pytest.raises(ImlscanError, match="not a folder"):
+        parse_synth_spec("synth:/definitely/not/here", seed=0, split="train")
+
+
+def test_config_errors_are_usage_errors(tmp_path, one_pair):
+    with pytest.raises(UsageError, match="--max-steps or --max-minutes"):
+        train(_cfg(tmp_path, "e1", [str(one_pair)]))
+    with pytest.raises(UsageError, match="data-weight"):
+        train(_cfg(tmp_path, "e2", [str(one_pair)], data_weights=[1, 2], max_steps=1))
+    with pytest.raises(UsageError, match="multiple of 32"):
+        train(_cfg(tmp_path, "e3", [str(one_pair)], size=50, max_steps=1))
+    with pytest.raises(UsageError, match="unknown --model"):
+        train(_cfg(tmp_path, "e4", [str(one_pair)], model="resnet", max_steps=1, val=["none"]))
+
+
+def test_init_from_weights_and_architecture_mismatch(tmp_path, one_pair, tiny_weights):
+    summary = train(
+        _cfg(tmp_path, "ft", [str(one_pair)], model=None, init=str(tiny_weights), max_steps=1, val=["none"])
+    )
+    assert summary["model"] == "sparsevit-test"
+    with pytest.raises(UsageError, match="holds"):
+        train(_cfg(tmp_path, "ft2", [str(one_pair)], model="sparsevit-t", init=str(tiny_weights), max_steps=1))
+
+
+def test_cli_train_resume_and_errors(tmp_path, hosts):
+    run = tmp_path / "cli"
+    args = ["train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64", "--batch-size", "2"]
+    args += ["--max-steps", "2", "--val-samples", "2", "--workers", "0", "--precision", "fp32", "--out", str(run)]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout[res.stdout.index("{") :])
+    assert summary["steps"] == 2 and (run / "best.safetensors").is_file()
+
+    res = runner.invoke(app, args)  # same folder again
+    assert res.exit_code == 1 and "already holds a run" in res.output
+
+    res = runner.invoke(app, ["train", "--resume", str(run), "--max-steps", "3", "--workers", "0"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "summary.json").read_text())["steps"] == 3
+
+    res = runner.invoke(app, ["train", "--resume", str(run), "--lr", "1"])
+    assert res.exit_code == 2 and "cannot change when resuming" in res.output
+
+    res = runner.invoke(
+        app, ["train", "--data", "synth:/no/such/dir", "--max-steps", "1", "--out", str(tmp_path / "x")]
+    )
+    assert res.exit_code == 1 and "Traceback" not in res.output and "not a folder" in res.output
+
+    res = runner.invoke(app, ["train", "--data", f"synth:{hosts}", "--out", str(tmp_path / "y")])
+    assert res.exit_code == 2 and "--max-steps or --max-minutes" in res.output
