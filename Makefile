@@ -19,7 +19,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: install
-	$(VENV)/bin/imlscan scan examples/*.jpg examples/*.png --out outputs --overlay --mask --html
+	$(VENV)/bin/imlscan scan examples/*.jpg --out outputs --overlay --mask --html
 
 test: install-test
 	$(PY) -m pytest -q
