@@ -73,6 +73,8 @@ METRIC_NAMES = (
     "pooled_pixel_iou",
     "pooled_pixel_precision",
     "pooled_pixel_recall",
+    "pixel_f1_flag_all_baseline",
+    "pooled_pixel_f1_flag_all_baseline",
     "pixel_fpr_authentic",
     "image_auc",
     "image_acc",
@@ -121,6 +123,9 @@ def conventions(threshold: float, protocol: str, n_resamples: int, seed: int, sc
         "or all-1 mask, so such images are left out of the mean",
         "large_maps": f"per-image AUC and best F1 of maps above {EXACT_MAX_PIXELS:,} pixels are computed on the "
         "map quantized to 16 bits (65,536 levels), which is O(pixels) instead of a sort",
+        "pixel_f1_flag_all_baseline": "per-image F1 of flagging every pixel (2|M|/(|M|+N)), averaged like "
+        "pixel_f1: the floor a useful detector must beat, since per-image F1 rewards flagging everything "
+        "when regions are large",
         "zero_division": "F1, IoU, precision and recall are 0 when their denominator is 0",
         "protocol": f"{protocol}: {PROTOCOLS[protocol]}",
         "image_score": score_definition,
@@ -539,7 +544,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 
 
 def table_columns(reports: list[dict]) -> list[str]:
-    cols = list(HEADLINE)
+    cols = [*HEADLINE[:1], "pixel_f1_flag_all_baseline", *HEADLINE[1:]]
     if any(r["metrics"].get("image_auc") is not None for r in reports):
         cols += list(IMAGE_HEADLINE)
     return cols

@@ -378,6 +378,7 @@ class MetricAccumulator:
         row["manipulated"] = manipulated
         if manipulated:
             m = image_pixel_metrics(prob, mask, self.threshold, exact_max_pixels=self.exact_max_pixels)
+            m["pixel_f1_flag_all"] = flag_all_f1(mask)
             self.f1_curve_sum += f1_on_grid(pos, neg)
             self.n_manipulated += 1
             c = Counts(m["tp"], m["fp"], m["fn"], m["tn"])
@@ -426,11 +427,25 @@ class MetricAccumulator:
         out["pooled_pixel_auc"] = curve_auc(self.pooled_curve())
         pooled_f1 = f1_on_grid(self.pos_hist, self.neg_hist)
         out["pooled_pixel_f1_best"] = float(pooled_f1.max()) if self.counts.tp + self.counts.fn else math.nan
+        # What a detector that flags every pixel would score: per-image F1 rewards it when
+        # regions are large, so every F1 should be read next to this baseline.
+        out["pixel_f1_flag_all_baseline"] = _nanmean([r["pixel_f1_flag_all"] for r in man])
+        positives = self.counts.tp + self.counts.fn
+        total = positives + self.counts.fp + self.counts.tn
+        out["pooled_pixel_f1_flag_all_baseline"] = 2 * positives / (positives + total) if positives else math.nan
         if ci:
             for key in ("pixel_f1", "pixel_f1_best", "pixel_auc", "pixel_iou"):
                 lo, hi = mean_ci([r[key] for r in man], n_resamples=n_resamples, seed=seed)
                 out[f"{key}_ci"] = [lo, hi]
         return out
+
+
+def flag_all_f1(mask: np.ndarray) -> float:
+    """F1 of the trivial prediction "every pixel is manipulated": precision = area fraction,
+    recall = 1, so F1 = 2|M| / (|M| + N)."""
+    mask = np.asarray(mask).astype(bool, copy=False)
+    pos = int(mask.sum())
+    return 2 * pos / (pos + mask.size) if pos else 0.0
 
 
 # ---------------------------------------------------------------------------------------------

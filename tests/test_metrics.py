@@ -184,3 +184,22 @@ def test_image_level_metrics_match_sklearn(rng):
     assert m["image_f1"] == pytest.approx(f1_score(labels, pred))
     assert m["image_fpr"] == pytest.approx((pred & ~labels).sum() / (~labels).sum())
     assert M.image_level_metrics(scores, np.ones(30, bool)) == {}
+
+
+def test_flag_everything_baseline_matches_sklearn_and_is_reported():
+    from sklearn.metrics import f1_score
+
+    from imlscan.metrics import MetricAccumulator, flag_all_f1
+
+    rng = np.random.default_rng(3)
+    masks = [rng.random((20, 30)) < a for a in (0.05, 0.5)]
+    for m in masks:
+        assert abs(flag_all_f1(m) - f1_score(m.ravel(), np.ones(m.size, bool))) < 1e-12
+    acc = MetricAccumulator()
+    for m in masks:
+        acc.update(rng.random(m.shape), m)
+    acc.update(rng.random((20, 30)), np.zeros((20, 30), bool))  # authentic: not averaged
+    out = acc.compute()
+    assert abs(out["pixel_f1_flag_all_baseline"] - np.mean([flag_all_f1(m) for m in masks])) < 1e-12
+    pooled = np.concatenate([m.ravel() for m in masks] + [np.zeros(600, bool)])
+    assert abs(out["pooled_pixel_f1_flag_all_baseline"] - f1_score(pooled, np.ones(pooled.size, bool))) < 1e-12

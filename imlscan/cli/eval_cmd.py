@@ -102,6 +102,7 @@ def _run_check(datasets: list[Any], fix: bool, out: Path | None, workers: int, j
 CAPTION = "F1/AUC/IoU: pixel metrics, per image, averaged over manipulated images (pooled_* in metrics.json)"
 SHORT = {
     "pixel_f1": "F1",
+    "pixel_f1_flag_all_baseline": "F1 flag-all",
     "pixel_f1_best": "F1 best",
     "pixel_auc": "AUC",
     "pixel_iou": "IoU",
