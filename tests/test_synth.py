@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from helpers import textured_photo
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -24,15 +25,6 @@ runner = CliRunner()
 NO_POST = PostConfig.disabled()
 
 
-def _photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A textured 'photo': smooth colour gradients plus blurred noise, so that every
-    manipulation changes pixels visibly."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (h + w) * 255], axis=2)
-    noise = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 1.5)
-    return np.clip(base + noise + 20, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture
 def hosts(tmp_path, rng):
     """24 tiny host photos (JPEG and PNG, several sizes), in two sub-folders."""
@@ -41,7 +33,7 @@ def hosts(tmp_path, rng):
         sub = d / f"shard-{i % 2}"
         sub.mkdir(parents=True, exist_ok=True)
         h, w = (72, 96) if i % 3 else (80, 64)
-        img = Image.fromarray(_photo(rng, h, w))
+        img = Image.fromarray(textured_photo(rng, h, w))
         if i % 2:
             img.save(sub / f"photo_{i:03d}.jpg", quality=92)
         else:
@@ -195,7 +187,7 @@ def test_object_shapes_come_from_label_maps(hosts, regions):
 
 
 def test_post_chain_jpeg_last_and_encoded_matches_pixels(rng):
-    img = _photo(rng, 40, 56)
+    img = textured_photo(rng, 40, 56)
     mask = np.zeros((40, 56), bool)
     mask[10:30, 10:40] = True
     chain = sample_chain(
@@ -213,7 +205,7 @@ def test_post_chain_jpeg_last_and_encoded_matches_pixels(rng):
 
 
 def test_augment_real_keeps_shapes_and_grows_masks_only(rng):
-    img = _photo(rng, 64, 64)
+    img = textured_photo(rng, 64, 64)
     mask = np.zeros((64, 64), bool)
     mask[5:20, 5:20] = True
     cfg = AugmentConfig(hflip=0, vflip=0, blur=0, jpeg=0, resize=0, copy_move=1.0)

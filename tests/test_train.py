@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from helpers import textured_photo
 from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -31,19 +31,12 @@ from imlscan.train import (
 runner = CliRunner()
 
 
-def _photo(rng, h, w):
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (h + w) * 255], axis=2)
-    noise = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 1.5)
-    return np.clip(base + noise + 20, 0, 255).astype(np.uint8)
-
-
 @pytest.fixture
 def hosts(tmp_path, rng):
     d = tmp_path / "hosts"
     d.mkdir()
     for i in range(30):
-        Image.fromarray(_photo(rng, 60, 80)).save(d / f"h{i:02d}.png")
+        Image.fromarray(textured_photo(rng, 60, 80)).save(d / f"h{i:02d}.png")
     return d
 
 
@@ -52,7 +45,7 @@ def one_pair(tmp_path, rng):
     """A real dataset of one forged image: every batch is the same (a fixed batch)."""
     d = tmp_path / "real"
     d.mkdir()
-    img = _photo(rng, 64, 64)
+    img = textured_photo(rng, 64, 64)
     img[16:40, 20:48] = 255 - img[16:40, 20:48]  # an obvious 'forgery'
     mask = np.zeros((64, 64), np.uint8)
     mask[16:40, 20:48] = 255
@@ -139,7 +132,7 @@ def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
     assert all(t.dtype == torch.float16 for t in load_file(run / "best.safetensors").values() if t.is_floating_point())
     model = load_model(run / "best.safetensors", device="cpu")
     assert model.weights_info.trained and model.weights_info.preprocessing["size"] == 64
-    prob = Predictor(model).predict_prob(_photo(np.random.default_rng(0), 50, 70))
+    prob = Predictor(model).predict_prob(textured_photo(np.random.default_rng(0), 50, 70))
     assert prob.shape == (50, 70) and prob.dtype == np.float32 and 0 <= prob.min() <= prob.max() <= 1
     # the validation curve has the untrained baseline (step 0) plus steps 2 and 4
     val_steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
