@@ -253,6 +253,13 @@ def f1_on_grid(pos_hist: np.ndarray, neg_hist: np.ndarray) -> np.ndarray:
     return np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
 
 
+def fpr_on_grid(neg_hist: np.ndarray) -> np.ndarray:
+    """Fraction of negative pixels above every grid threshold (``grid_thresholds``)."""
+    fp = np.cumsum(neg_hist[::-1])[::-1][1:].astype(np.float64)
+    total = float(neg_hist.sum())
+    return fp / total if total else np.zeros_like(fp)
+
+
 def hist_curve(pos_hist: np.ndarray, neg_hist: np.ndarray) -> Curve:
     """Curve of histogram counts, bins treated as tied scores (their upper edge)."""
     bins = pos_hist.size
@@ -359,12 +366,15 @@ class MetricAccumulator:
     pos_hist: np.ndarray = field(init=False)
     neg_hist: np.ndarray = field(init=False)
     f1_curve_sum: np.ndarray = field(init=False)
+    authentic_fpr_curve_sum: np.ndarray = field(init=False)
     n_manipulated: int = 0
+    n_authentic: int = 0
 
     def __post_init__(self) -> None:
         self.pos_hist = np.zeros(self.bins, np.int64)
         self.neg_hist = np.zeros(self.bins, np.int64)
         self.f1_curve_sum = np.zeros(self.bins - 1, np.float64)
+        self.authentic_fpr_curve_sum = np.zeros(self.bins - 1, np.float64)
 
     def update(self, prob: np.ndarray, mask: np.ndarray, /, **extra) -> dict:
         """Add one image; returns (and keeps) its row of per-image metrics plus ``extra``."""
@@ -385,6 +395,8 @@ class MetricAccumulator:
         else:
             c = confusion(prob, mask, self.threshold)
             m = {"tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn}
+            self.authentic_fpr_curve_sum += fpr_on_grid(neg)
+            self.n_authentic += 1
         self.counts = self.counts + c
         row.update(m)
         row["pixel_fpr"] = c.fpr
@@ -398,6 +410,26 @@ class MetricAccumulator:
         mean_curve = self.f1_curve_sum / self.n_manipulated
         i = int(np.argmax(mean_curve))
         return float(mean_curve[i]), float(grid_thresholds(self.bins)[i])
+
+    def calibrated_threshold(self, max_authentic_fpr: float | None) -> tuple[float, float, float]:
+        """(threshold, mean per-image F1, mean authentic pixel FPR) at the grid threshold with the
+        best mean F1 among those that flag at most ``max_authentic_fpr`` of an authentic image's
+        pixels on average (``None``, or no authentic image: no constraint).
+
+        The authentic rate only falls as the threshold rises, so the constraint is a lower bound
+        on the threshold; when even the highest grid threshold breaks it, that one is returned.
+        """
+        if self.n_manipulated == 0:
+            return math.nan, math.nan, math.nan
+        f1 = self.f1_curve_sum / self.n_manipulated
+        fpr = self.authentic_fpr_curve_sum / self.n_authentic if self.n_authentic else np.zeros_like(f1)
+        allowed = np.ones(f1.size, bool) if max_authentic_fpr is None else fpr <= max_authentic_fpr
+        if not allowed.any():
+            i = f1.size - 1
+        else:
+            i = int(np.argmax(np.where(allowed, f1, -1.0)))
+        fpr_i = float(fpr[i]) if self.n_authentic else math.nan
+        return float(grid_thresholds(self.bins)[i]), float(f1[i]), fpr_i
 
     def mean_f1_curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(thresholds, mean per-image F1) on the grid, for the F1-vs-threshold plot."""

@@ -1,0 +1,158 @@
+"""Threshold calibration: the search is exact on the grid and the shifted file means what it says."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from imlscan.cli import app
+from imlscan.metrics import MetricAccumulator, grid_thresholds, pixel_f1
+
+runner = CliRunner()
+
+
+def _maps(rng, n_man=6, n_auth=4, size=24):
+    """Manipulated maps where the region scores ~0.3 and the rest ~0.1, authentic maps with a
+    bright blob: the best F1 is far below 0.5, and a cap on authentic flags pushes it up."""
+    man, auth = [], []
+    for i in range(n_man):
+        m = np.zeros((size, size), bool)
+        m[4 : 10 + i, 3:15] = True
+        p = np.where(m, rng.uniform(0.15, 0.45, m.shape), rng.uniform(0.0, 0.25, m.shape))
+        man.append((p, m))
+    for _ in range(n_auth):
+        p = rng.uniform(0.0, 0.2, (size, size))
+        p[:6, :6] = rng.uniform(0.1, 0.35, (6, 6))
+        auth.append((p, np.zeros((size, size), bool)))
+    return man, auth
+
+
+@pytest.mark.parametrize("cap", [None, 0.02, 0.0])
+def test_calibrated_threshold_is_the_brute_force_optimum(rng, cap):
+    bins = 200
+    man, auth = _maps(rng)
+    acc = MetricAccumulator(bins=bins)
+    for p, m in man + auth:
+        acc.update(p, m)
+    t, f1, fpr = acc.calibrated_threshold(cap)
+    best = (-1.0, None, None)
+    for th in grid_thresholds(bins):
+        mean_f1 = float(np.mean([pixel_f1(p, m, th) for p, m in man]))
+        mean_fpr = float(np.mean([(p > th).mean() for p, _ in auth]))
+        if (cap is None or mean_fpr <= cap) and mean_f1 > best[0] + 1e-12:
+            best = (mean_f1, th, mean_fpr)
+    assert t == pytest.approx(best[1])
+    assert f1 == pytest.approx(best[0], abs=1e-12)
+    assert fpr == pytest.approx(best[2], abs=1e-12)
+    if cap is not None:
+        assert fpr <= cap
+
+
+def test_cap_raises_the_threshold(rng):
+    man, auth = _maps(rng)
+    acc = MetricAccumulator(bins=200)
+    for p, m in man + auth:
+        acc.update(p, m)
+    free, _, fpr_free = acc.calibrated_threshold(None)
+    capped, _, fpr_capped = acc.calibrated_threshold(0.0)
+    assert free < 0.5 and fpr_free > 0.0
+    assert capped > free and fpr_capped == 0.0
+
+
+@pytest.fixture
+def dataset(tmp_path, rng):
+    root = tmp_path / "calib"
+    root.mkdir()
+    pairs = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / f"im{i}.png")
+        if i < 3:
+            m = np.zeros((48, 64), np.uint8)
+            m[8 : 30 + 4 * i, 10:40] = 255
+            Image.fromarray(m).save(root / f"im{i}_gt.png")
+            pairs.append([f"im{i}.png", f"im{i}_gt.png"])
+        else:
+            pairs.append([f"im{i}.png", "Negative"])
+    (root / "pairs.json").write_text(json.dumps(pairs))
+    return root / "pairs.json"
+
+
+def _logits(path, rgb):
+    from imlscan.weights import load_model
+
+    model = load_model(path, "cpu")
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(
+        1, 3, 1, 1
+    )
+    with torch.no_grad():
+        return model(x)
+
+
+def test_cli_writes_a_shifted_copy_whose_masks_at_half_are_the_old_masks_at_t(tmp_path, dataset, tiny_weights):
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model, read_metadata
+
+    out = tmp_path / "cal.safetensors"
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(out), "--device", "cpu"]
+        + ["--workers", "0", "--max-authentic-fpr", "1", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    cal = json.loads(res.stdout)
+    meta = read_metadata(out)
+    assert meta["calibration"] == pytest.approx(cal)
+    assert cal["n_manipulated"] == 3 and cal["n_authentic"] == 1
+    assert cal["logit_offset"] == pytest.approx(-math.log(cal["threshold"] / (1 - cal["threshold"])))
+    assert cal["f1_after"] >= cal["f1_before"]
+    assert meta["tensors_sha256"] != read_metadata(tiny_weights)["tensors_sha256"]
+
+    rgb = cv2.resize(np.asarray(Image.open(dataset.parent / "im0.png")), (512, 512), interpolation=cv2.INTER_LINEAR)
+    diff = _logits(out, rgb) - _logits(tiny_weights, rgb)
+    assert torch.allclose(diff, torch.full_like(diff, cal["logit_offset"]), atol=1e-4)
+
+    old = Predictor(load_model(tiny_weights, "cpu"), mode="resize").predict_prob(rgb)
+    new = Predictor(load_model(out, "cpu"), mode="resize").predict_prob(rgb)
+    near = np.abs(old - cal["threshold"]) < 1e-4
+    assert np.array_equal((new > 0.5)[~near], (old > cal["threshold"])[~near])
+
+    again = tmp_path / "cal2.safetensors"
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(out), str(dataset), "--out", str(again), "--device", "cpu", "--workers", "0"]
+        + ["--max-authentic-fpr", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    second = read_metadata(again)["calibration"]
+    assert second["total_logit_offset"] == pytest.approx(cal["logit_offset"] + second["logit_offset"])
+
+
+def test_cli_errors_are_one_line(tmp_path, dataset, tiny_weights):
+    res = runner.invoke(app, ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(tiny_weights)])
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "--out must differ" in res.output
+
+    only_auth = tmp_path / "auth.json"
+    only_auth.write_text(json.dumps([[str(dataset.parent / "im3.png"), "Negative"]]))
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(tiny_weights), str(only_auth), "--out", str(tmp_path / "x.safetensors")]
+        + ["--workers", "0", "--device", "cpu"],
+    )
+    assert res.exit_code == 1 and "no manipulated image" in res.output
+    assert not (tmp_path / "x.safetensors").exists()
+
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(tmp_path / "y.safetensors")]
+        + ["--max-authentic-fpr", "2"],
+    )
+    assert res.exit_code == 2 and "outside [0, 1]" in res.output
