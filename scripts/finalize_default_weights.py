@@ -3,6 +3,8 @@ completed with the release licence and the history of every training stage.
 
     python scripts/finalize_default_weights.py runs/t512/best.safetensors \
         weights/imlscan-sparsevit-t-v1.safetensors --stage runs/t256 --stage runs/t512
+    python scripts/finalize_default_weights.py runs/v2-512/best.safetensors runs/v2.safetensors \
+        --prior weights/imlscan-sparsevit-t-v1.safetensors --stage runs/v2-256 --stage runs/v2-512
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src")
     ap.add_argument("dst")
+    ap.add_argument("--prior", help="weights file whose recorded stages came before --stage (its --init)")
     ap.add_argument("--stage", action="append", default=[], help="run folders, in training order")
     ap.add_argument("--hardware", default="2 vCPUs of an Intel Xeon with AMX-BF16 (no GPU), fp32 training")
     args = ap.parse_args()
     meta = read_metadata(args.src)
-    stages = []
+    stages = list(read_metadata(args.prior)["provenance"].get("stages", [])) if args.prior else []
     for run in args.stage:
         cfg = json.loads((Path(run) / "config.json").read_text())
         summary = json.loads((Path(run) / "summary.json").read_text())
