@@ -60,6 +60,7 @@ class TrainConfig:
     model: str | None = None  # default sparsevit-b, or the architecture of --init
     init: str | None = None
     size: int = 512
+    crop: int | None = None
     batch_size: int = 8
     lr: float = 1e-4
     min_lr: float = 1e-6
@@ -99,6 +100,8 @@ class TrainConfig:
                 raise UsageError(f"--{key.replace('_', '-')} must be at least 1")
         if self.size % 32:
             raise UsageError(f"--size must be a multiple of 32, got {self.size}")
+        if self.crop is not None and (self.crop < 32 or self.crop % 32 or self.crop > self.size):
+            raise UsageError(f"--crop must be a multiple of 32 between 32 and --size ({self.size}), got {self.crop}")
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError("--max-steps must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -254,10 +257,17 @@ def build_sources(cfg: TrainConfig) -> tuple[list[Source], list]:
 
 
 class TrainStream(torch.utils.data.Dataset):
-    """Map-style dataset indexed by the global sample index; items are ``size x size``."""
+    """Map-style dataset indexed by the global sample index; items are ``size x size``, or a
+    random ``crop x crop`` window of that when ``crop`` is given.
 
-    def __init__(self, sources: list[Source], weights: list[float] | None, size: int, seed: int):
-        self.sources, self.size, self.seed = sources, size, seed
+    Cropping keeps the pixel scale the model sees at inference (the whole image resized to
+    ``size``) while costing what a ``crop``-sized step costs: resizing whole images down to a
+    small training side instead would blur away the traces (JPEG grid, noise) the model learns."""
+
+    def __init__(
+        self, sources: list[Source], weights: list[float] | None, size: int, seed: int, crop: int | None = None
+    ):
+        self.sources, self.size, self.seed, self.crop = sources, size, seed, crop
         w = np.asarray(weights if weights is not None else [1.0] * len(sources), np.float64)
         self.p = w / w.sum()
 
@@ -267,7 +277,12 @@ class TrainStream(torch.utils.data.Dataset):
     def __getitem__(self, g: int) -> tuple[torch.Tensor, torch.Tensor]:
         k = 0 if len(self.sources) == 1 else int(np.random.default_rng([self.seed, g, 7]).choice(len(self.p), p=self.p))
         rgb, mask = self.sources[k].get(int(g))
-        return to_model_size(rgb, mask, self.size)
+        x, y = to_model_size(rgb, mask, self.size)
+        if self.crop is None or self.crop == self.size:
+            return x, y
+        top, left = np.random.default_rng([self.seed, g, 11]).integers(0, self.size - self.crop + 1, size=2)
+        window = (slice(None), slice(int(top), int(top) + self.crop), slice(int(left), int(left) + self.crop))
+        return x[window].contiguous(), y[window].contiguous()
 
 
 def to_model_size(rgb: np.ndarray, mask: np.ndarray, size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -721,7 +736,7 @@ class Trainer:
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1) * 255.0
         sources, implied = build_sources(cfg)
-        self.stream = TrainStream(sources, cfg.data_weights, cfg.size, cfg.seed)
+        self.stream = TrainStream(sources, cfg.data_weights, cfg.size, cfg.seed, cfg.crop)
         self.val_set, self.val_description = build_val(cfg, implied)
         weights = cfg.data_weights or [1.0] * len(sources)
         self.data_description = [{**s.describe(), "weight": w} for s, w in zip(sources, weights)]
@@ -752,7 +767,8 @@ class Trainer:
         size, b = cfg.size, cfg.batch_size
         self.log(
             f"{'resuming' if self.resume else 'training'} {self.variant} at step {st.step}: {len(self.stream.sources)} "
-            f"source(s), batch {b} x {self.dist.world} process(es), {size}px, {self.precision} on {self.device}, "
+            f"source(s), batch {b} x {self.dist.world} process(es), {size}px"
+            f"{f' cropped to {cfg.crop}px' if cfg.crop else ''}, {self.precision} on {self.device}, "
             f"{self.workers} loader worker(s), {torch.get_num_threads()} thread(s); "
             f"val: {len(self.val_set) if self.val_set else 0} images"
         )

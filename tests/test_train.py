@@ -187,6 +187,28 @@ def test_sample_stream_is_sharded_without_overlap(hosts, tmp_path):
     assert [v[0] for v in implied] == ["synth", "synth"]
 
 
+def test_crop_is_a_window_of_the_resized_image(hosts, tmp_path):
+    cfg = _cfg(tmp_path, "x", [f"synth:{hosts}"], max_steps=1)
+    sources, _ = build_sources(cfg)
+    whole, cropped = TrainStream(sources, None, 64, 0), TrainStream(sources, None, 64, 0, crop=32)
+    origins = set()
+    for g in range(12):
+        (x, y), (cx, cy) = whole[g], cropped[g]
+        assert cx.shape == (3, 32, 32) and cy.shape == (1, 32, 32)
+        hits = [
+            (i, j)
+            for i in range(33)
+            for j in range(33)
+            if torch.equal(x[:, i : i + 32, j : j + 32], cx) and torch.equal(y[:, i : i + 32, j : j + 32], cy)
+        ]
+        assert hits, "the crop is not a window of the resized sample (image and mask together)"
+        origins.add(hits[0])
+        assert torch.equal(cropped[g][0], cx)  # same window for the same index: resumable
+    assert len(origins) > 3  # windows move
+    with pytest.raises(UsageError, match="--crop"):
+        _cfg(tmp_path, "y", [f"synth:{hosts}"], max_steps=1, size=64, crop=96).check()
+
+
 def test_synth_spec_parsing(hosts):
     gen = parse_synth_spec(f"synth:{hosts}?negatives=0.5&kinds=1,0,0&area=0.02,0.2&post=0", seed=3, split="train")
     assert gen.config.negatives == 0.5 and gen.config.kinds == (1.0, 0.0, 0.0) and gen.config.post.jpeg == 0

@@ -53,6 +53,13 @@ def train(
         help="Training side in pixels (images resized to SIZE x SIZE). Default: 512.",
         show_default=False,
     ),
+    crop: int = typer.Option(
+        None,
+        "--crop",
+        help="Train on random CROP x CROP windows of the SIZE x SIZE image: the pixel scale of SIZE at the cost "
+        "of CROP. Validation uses whole SIZE x SIZE images. Default: no crop.",
+        show_default=False,
+    ),
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per step and process. Default: 8.", show_default=False
     ),
@@ -132,6 +139,7 @@ def train(
         "model": model,
         "init": str(init) if init else None,
         "size": size,
+        "crop": crop,
         "batch_size": batch_size,
         "lr": lr,
         "min_lr": min_lr,
