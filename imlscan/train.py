@@ -42,6 +42,8 @@ from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD
 
 VAL_SEED = 20_250_101  # synthetic validation sets do not depend on --seed: runs stay comparable
 CHECKPOINT = "last.pt"
+# --select name -> validation metric the best checkpoint maximizes
+SELECTION_METRICS = {"f1": "pixel_f1", "best-f1": "pixel_f1_best", "auc": "pixel_auc"}
 BEST = "best.safetensors"
 EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 SYNTH_KEYS = {"regions", "negatives", "seed", "split", "kinds", "area", "post", "max_side", "val_fraction"}
@@ -61,6 +63,7 @@ class TrainConfig:
     init: str | None = None
     size: int = 512
     crop: int | None = None
+    select: str = "f1"
     batch_size: int = 8
     lr: float = 1e-4
     min_lr: float = 1e-6
@@ -102,6 +105,8 @@ class TrainConfig:
             raise UsageError(f"--size must be a multiple of 32, got {self.size}")
         if self.crop is not None and (self.crop < 32 or self.crop % 32 or self.crop > self.size):
             raise UsageError(f"--crop must be a multiple of 32 between 32 and --size ({self.size}), got {self.crop}")
+        if self.select not in SELECTION_METRICS:
+            raise UsageError(f"unknown --select {self.select!r}", hint="use " + ", ".join(SELECTION_METRICS))
         if self.max_steps is not None and self.max_steps < 1:
             raise UsageError("--max-steps must be at least 1")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -693,7 +698,7 @@ class Trainer:
         st = self.state
         if self.dist.main and self.val_set is not None:
             metrics = self.validate()
-            score = selection_score(metrics)
+            score = selection_score(metrics, self.cfg.select)
             # the untrained baseline (step 0 of a fresh run) is logged but never "best"
             improved = st.step > 0 and (st.best_step is None or score > st.best_score)
             self._record({"type": "val", "step": st.step, **metrics, "val_s": round(self.val_seconds, 2)})
@@ -960,13 +965,21 @@ class Trainer:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def selection_score(metrics: dict) -> float:
-    """The best checkpoint maximizes mean pixel F1 (threshold 0.5, the paper's metric); pixel
-    AUC breaks ties, which matters early on when every map is below 0.5 and F1 is 0."""
-    f1, auc = metrics.get("pixel_f1"), metrics.get("pixel_auc")
-    f1 = f1 if isinstance(f1, float) and math.isfinite(f1) else 0.0
-    auc = auc if isinstance(auc, float) and math.isfinite(auc) else 0.0
-    return f1 + 1e-3 * auc
+def selection_score(metrics: dict, select: str = "f1") -> float:
+    """The number the best checkpoint maximizes; pixel AUC breaks ties, which matters early on
+    when every map is below 0.5 and F1 is 0.
+
+    ``f1`` (mean pixel F1 at 0.5) is the paper's metric and right for weights used as they come.
+    Weights that ``imlscan weights calibrate`` will re-threshold are better chosen by a number the
+    threshold does not move: ``best-f1`` (mean F1 at the single best threshold) or ``auc``.
+    """
+
+    def finite(key: str) -> float:
+        v = metrics.get(key)
+        return v if isinstance(v, float) and math.isfinite(v) else 0.0
+
+    auc = finite("pixel_auc")
+    return auc if select == "auc" else finite(SELECTION_METRICS[select]) + 1e-3 * auc
 
 
 def _default_warmup(total: int | None) -> int:

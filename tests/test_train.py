@@ -19,12 +19,14 @@ from imlscan.errors import ImlscanError, UsageError
 from imlscan.train import (
     StepSampler,
     TrainConfig,
+    Trainer,
     TrainStream,
     build_sources,
     load_run_config,
     lr_at,
     param_groups,
     parse_synth_spec,
+    selection_score,
     train,
 )
 
@@ -207,6 +209,24 @@ def test_crop_is_a_window_of_the_resized_image(hosts, tmp_path):
     assert len(origins) > 3  # windows move
     with pytest.raises(UsageError, match="--crop"):
         _cfg(tmp_path, "y", [f"synth:{hosts}"], max_steps=1, size=64, crop=96).check()
+
+
+@pytest.mark.parametrize("select, best", [("f1", 1), ("best-f1", 2), ("auc", 3)])
+def test_select_picks_the_best_checkpoint_by_the_chosen_metric(hosts, tmp_path, monkeypatch, select, best):
+    # scripted validation numbers that disagree: F1 at 0.5 peaks at step 1, best-threshold F1 at 2, AUC at 3
+    script = {1: (0.30, 0.40, 0.80), 2: (0.20, 0.50, 0.81), 3: (0.10, 0.45, 0.90)}
+
+    def scripted(self):
+        f1, f1_best, auc = script.get(self.state.step, (0.0, 0.0, 0.5))
+        self.val_seconds = 0.0
+        return {"pixel_f1": f1, "pixel_f1_best": f1_best, "pixel_auc": auc, "pixel_iou": 0.0, "authentic_fpr": 0.0}
+
+    monkeypatch.setattr(Trainer, "validate", scripted)
+    summary = train(_cfg(tmp_path, select, [f"synth:{hosts}"], max_steps=3, val_every=1, select=select))
+    assert summary["best_step"] == best
+    assert selection_score({"pixel_f1": math.nan, "pixel_auc": 0.7}) == pytest.approx(0.0007)
+    with pytest.raises(UsageError, match="--select"):
+        _cfg(tmp_path, "z", [f"synth:{hosts}"], max_steps=1, select="iou").check()
 
 
 def test_synth_spec_parsing(hosts):

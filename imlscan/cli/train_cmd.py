@@ -60,6 +60,13 @@ def train(
         "of CROP. Validation uses whole SIZE x SIZE images. Default: no crop.",
         show_default=False,
     ),
+    select: str = typer.Option(
+        None,
+        "--select",
+        help="Which validation number picks best.safetensors: f1 (pixel F1 at 0.5, the paper's), best-f1 (F1 at "
+        "the best threshold) or auc. Use best-f1 or auc for weights you will calibrate. Default: f1.",
+        show_default=False,
+    ),
     batch_size: int = typer.Option(
         None, "--batch-size", "-b", help="Images per step and process. Default: 8.", show_default=False
     ),
@@ -140,6 +147,7 @@ def train(
         "init": str(init) if init else None,
         "size": size,
         "crop": crop,
+        "select": select,
         "batch_size": batch_size,
         "lr": lr,
         "min_lr": min_lr,
