@@ -192,3 +192,19 @@ def test_python_api_and_untrained_model_warning(tmp_path, dataset):
     assert any("UNTRAINED" in w for w in report["warnings"])
     assert "UNTRAINED" in (tmp_path / "u" / "metrics.md").read_text()
     assert "UNTRAINED" in (tmp_path / "u" / "report.html").read_text()
+
+
+def test_shipped_examples_are_an_eval_dataset_covering_every_example():
+    from pathlib import Path
+
+    from imlscan.data.datasets import load_dataset
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    ds = load_dataset(root / "pairs.json")
+    assert not ds.problems
+    assert {s.image_path.name for s in ds.items} == {p.name for p in root.glob("*.jpg")}
+    for s in ds.items:
+        assert s.image_path.is_file() and (s.mask_path is None or s.mask_path.is_file())
+        if s.mask_path is not None:
+            assert Image.open(s.mask_path).size == Image.open(s.image_path).size
+    assert sum(s.mask_path is None for s in ds.items) == 1
