@@ -703,7 +703,8 @@ class Trainer:
             improved = st.step > 0 and (st.best_step is None or score > st.best_score)
             self._record({"type": "val", "step": st.step, **metrics, "val_s": round(self.val_seconds, 2)})
             self.log(
-                f"val step {st.step}: F1 {_fmt(metrics['pixel_f1'])}  AUC {_fmt(metrics['pixel_auc'])}  "
+                f"val step {st.step}: F1 {_fmt(metrics['pixel_f1'])}  best-threshold F1 "
+                f"{_fmt(metrics.get('pixel_f1_best', math.nan))}  AUC {_fmt(metrics['pixel_auc'])}  "
                 f"IoU {_fmt(metrics['pixel_iou'])}  authentic FPR {_fmt(metrics['authentic_fpr'])}"
                 f"  ({self.val_seconds:.1f}s){'  * best' if improved else ''}"
             )

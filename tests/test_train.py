@@ -224,7 +224,13 @@ def test_select_picks_the_best_checkpoint_by_the_chosen_metric(hosts, tmp_path, 
     monkeypatch.setattr(Trainer, "validate", scripted)
     summary = train(_cfg(tmp_path, select, [f"synth:{hosts}"], max_steps=3, val_every=1, select=select))
     assert summary["best_step"] == best
+    log = (tmp_path / select / "train.log").read_text()
+    assert f"val step {best}: F1" in log and "best-threshold F1 0.5000" in log
+
+
+def test_select_rejects_unknown_metrics_and_tolerates_nan(hosts, tmp_path):
     assert selection_score({"pixel_f1": math.nan, "pixel_auc": 0.7}) == pytest.approx(0.0007)
+    assert selection_score({"pixel_f1": 0.2, "pixel_auc": math.nan}, "auc") == 0.0
     with pytest.raises(UsageError, match="--select"):
         _cfg(tmp_path, "z", [f"synth:{hosts}"], max_steps=1, select="iou").check()
 
