@@ -8,6 +8,13 @@ among those that keep authentic images almost clean, then subtracts ``logit(t)``
 classifier's bias. ``sigmoid(z - logit(t)) > 0.5`` exactly when ``sigmoid(z) > t``, so the
 calibrated file gives at 0.5 the masks the original gave at ``t``; AUC and ranking are
 unchanged. The offset and the evidence are recorded in the file's metadata.
+
+The image-level score has no such fix: its threshold cannot be moved into the network, and on
+our synthetic validation set a cut that keeps authentic photos clean would miss most forgeries.
+So calibration records a reference instead: the scores that the calibrated model gives the
+set's authentic photos, computed exactly as ``imlscan scan`` computes them. A scan then says
+what share of those photos scored lower, which tells a reader how unusual the score is for an
+unedited photo without pretending to be a probability.
 """
 
 from __future__ import annotations
@@ -15,10 +22,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from imlscan.data.datasets import load_dataset
@@ -28,6 +36,8 @@ from imlscan.metrics import DEFAULT_THRESHOLD
 DEFAULT_MAX_AUTHENTIC_FPR = 0.02
 # Keeps the bias finite and a calibration on a degenerate set from silencing the model.
 MIN_THRESHOLD, MAX_THRESHOLD = 1e-3, 1 - 1e-3
+# Larger reference sets are stored as this many evenly spaced quantiles (keeps the header small).
+MAX_REFERENCE_SCORES = 1001
 
 
 @dataclass
@@ -47,6 +57,7 @@ class Calibration:
     authentic_fpr_before: float
     authentic_fpr_after: float
     protocol: str = "paper"
+    authentic_scores: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
@@ -102,6 +113,13 @@ def measure(
     meta = model.weights_info.metadata or {}
     previous = float((meta.get("calibration") or {}).get("total_logit_offset", 0.0))
     offset = -logit(t)
+    with torch.no_grad():
+        bias = model.head.classifier.bias
+        bias += offset
+        dtype = _storage_dtype(meta)
+        if dtype is not None:
+            bias.copy_(bias.to(dtype).float())  # as apply() will store it
+    authentic = [s for s in items if not s.manipulated]
     return Calibration(
         threshold=t,
         logit_offset=offset,
@@ -115,7 +133,22 @@ def measure(
         f1_after=_rate_at(acc.f1_curve_sum, acc.n_manipulated, t, acc.bins),
         authentic_fpr_before=_rate_at(acc.authentic_fpr_curve_sum, acc.n_authentic, DEFAULT_THRESHOLD, acc.bins),
         authentic_fpr_after=_rate_at(acc.authentic_fpr_curve_sum, acc.n_authentic, t, acc.bins),
+        authentic_scores=reference_scores(model, authentic),
     )
+
+
+def reference_scores(model: torch.nn.Module, authentic: list[Any]) -> list[float]:
+    """Sorted image scores of ``authentic`` samples as ``imlscan scan`` computes them with ``model``
+    (its default mode, the map at the original resolution), thinned to quantiles when many."""
+    from imlscan.imageio import load_image
+    from imlscan.predict import Predictor
+    from imlscan.report import image_score
+
+    predictor = Predictor(model)
+    scores = np.sort([image_score(predictor.predict_prob(load_image(s.image_path).rgb)) for s in authentic])
+    if scores.size > MAX_REFERENCE_SCORES:
+        scores = np.quantile(scores, np.linspace(0.0, 1.0, MAX_REFERENCE_SCORES))
+    return [round(float(v), 7) for v in scores]
 
 
 def check_output(weights: str | os.PathLike, out: str | os.PathLike) -> None:
@@ -134,9 +167,14 @@ def apply(weights: str | os.PathLike, out: str | os.PathLike, calibration: Calib
     model, meta = model_from_file(src)
     with torch.no_grad():
         model.head.classifier.bias += calibration.logit_offset
-    storage = meta.get("storage_dtype", "float32").split(",")
-    dtype = getattr(torch, storage[0]) if len(storage) == 1 and storage[0] != "float32" else None
+    dtype = _storage_dtype(meta)
     meta = {k: v for k, v in meta.items() if k not in ("storage_dtype", "tensors_sha256")}
     meta["calibration"] = calibration.to_dict()
     save_weights(model, dst, metadata=meta, dtype=dtype)
     return dst
+
+
+def _storage_dtype(meta: dict[str, Any]) -> torch.dtype | None:
+    """The file's one reduced storage dtype, or None (float32 or mixed storage)."""
+    storage = (meta.get("storage_dtype") or "float32").split(",")
+    return getattr(torch, storage[0]) if len(storage) == 1 and storage[0] != "float32" else None

@@ -291,6 +291,7 @@ class ScanResult:
     versions: dict[str, str]
     warnings: list[str] = field(default_factory=list)
     regions_total: int = 0
+    authentic_rank: dict[str, Any] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     created: str = ""
 
@@ -312,6 +313,7 @@ class ScanResult:
             "input": self.input,
             "score": round(self.score, 6),
             "score_definition": SCORE_DEFINITION,
+            "score_vs_authentic": self.authentic_rank,
             "threshold": self.threshold,
             "mask_fraction": round(self.mask_fraction, 6),
             "regions_total": self.regions_total,
@@ -378,13 +380,14 @@ def build_result(
     inference_s: float = 0.0,
 ) -> ScanResult:
     """Score, mask, regions and provenance around a probability map (used by scan and batch)."""
-    from imlscan.report import find_regions, image_score
+    from imlscan.report import authentic_rank, find_regions, image_score
 
     t0 = time.perf_counter()
     mask = prob > threshold
     score = image_score(prob)
     regions, total = find_regions(prob, mask)
     info = predictor.weights_info
+    rank = authentic_rank(score, (info.metadata or {}).get("calibration") if info is not None else None)
     model_info = _model_info(info, predictor.model)
     warnings = [UNTRAINED_WARNING] if model_info["trained"] is False else []
     if model_info["trained"] is None:
@@ -399,6 +402,7 @@ def build_result(
         score=score,
         regions=regions,
         regions_total=total,
+        authentic_rank=rank,
         threshold=float(threshold),
         input=decoded.to_dict(),
         model=model_info,

@@ -30,6 +30,13 @@ SCORE_DEFINITION = (
     "shorter side (at least 3 px), so a few hot pixels cannot make a high score; 0 = no sign of "
     "manipulation found, 1 = strong sign. It is not the probability that the photo is fake."
 )
+AUTHENTIC_RANK_DEFINITION = (
+    "share of the authentic photos in the weights' calibration set whose score (computed the same "
+    "way, with these weights) is lower than this one: around 50% is typical for an unedited photo "
+    "of that set, 100% is above all of them. It is not a probability; those photos are re-saved "
+    "camera JPEGs, and screenshots, heavy compression, graphics or text can score high without any edit"
+)
+SCORE_TIE = 1e-6
 MIN_REGION_FRACTION = 1e-4
 MAX_REGIONS = 100
 REGIONS_DEFINITION = (
@@ -63,6 +70,22 @@ def image_score(prob: np.ndarray) -> float:
     k = max(3, round(min(prob.shape[:2]) * SCORE_WINDOW_FRACTION)) | 1
     smooth = cv2.blur(prob.astype(np.float32), (k, k), borderType=cv2.BORDER_REFLECT)
     return float(np.clip(smooth.max(), 0.0, 1.0))
+
+
+def authentic_rank(score: float, calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where ``score`` falls among the calibration set's authentic photos, or None when the
+    weights carry no reference (uncalibrated, or calibrated by an older imlscan)."""
+    ref = np.asarray((calibration or {}).get("authentic_scores") or [], np.float64)
+    if ref.size == 0:
+        return None
+    # Scores within SCORE_TIE of a reference count as equal: the photo itself, scanned again.
+    lower = int(np.searchsorted(np.sort(ref), score - SCORE_TIE, side="left"))
+    return {
+        "percent_lower": round(100.0 * lower / ref.size, 1),
+        "n_authentic": int(calibration.get("n_authentic") or ref.size),
+        "dataset": calibration.get("dataset"),
+        "definition": AUTHENTIC_RANK_DEFINITION,
+    }
 
 
 def find_regions(
@@ -275,6 +298,12 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
         f"&middot; {result.regions_total} region(s)</div>"
     )
     parts.append(f'<p class="note">{_e(SCORE_DEFINITION)}</p>')
+    rank = result.authentic_rank
+    if rank:
+        parts.append(
+            f"<p>Score higher than <b>{rank['percent_lower']:g}%</b> of the {rank['n_authentic']} authentic "
+            f'photos of the calibration set.</p><p class="note">{_e(rank["definition"])}.</p>'
+        )
     parts.append('<div class="figs">')
     for uri, cap in ((original, "original"), (over, "overlay (heat map + outlines)"), (mask_uri, "mask")):
         parts.append(f'<figure><img src="{uri}" alt="{_e(cap)}"><figcaption>{_e(cap)}</figcaption></figure>')

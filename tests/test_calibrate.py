@@ -109,6 +109,8 @@ def test_cli_writes_a_shifted_copy_whose_masks_at_half_are_the_old_masks_at_t(tm
     assert res.exit_code == 0, res.output
     cal = json.loads(res.stdout)
     meta = read_metadata(out)
+    ref = meta["calibration"].pop("authentic_scores")
+    assert ref == cal.pop("authentic_scores") and len(ref) == 1
     assert meta["calibration"] == pytest.approx(cal)
     assert cal["n_manipulated"] == 3 and cal["n_authentic"] == 1
     assert cal["logit_offset"] == pytest.approx(-math.log(cal["threshold"] / (1 - cal["threshold"])))
@@ -156,3 +158,106 @@ def test_cli_errors_are_one_line(tmp_path, dataset, tiny_weights):
         + ["--max-authentic-fpr", "2"],
     )
     assert res.exit_code == 2 and "outside [0, 1]" in res.output
+
+
+@pytest.mark.parametrize("dtype", [None, torch.float16])
+def test_authentic_reference_is_what_scan_computes(tmp_path, rng, tiny_model, dtype):
+    """The stored reference must be the scores 'imlscan scan' gives the calibrated file (its mode,
+    the original resolution, the shifted and re-stored bias), or the percentages mean nothing."""
+    from imlscan.weights import read_metadata, save_weights
+
+    src = tmp_path / "tiny.safetensors"
+    save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test", dtype=dtype)
+    root = tmp_path / "calib"
+    root.mkdir()
+    pairs = []
+    for i in range(5):
+        h, w = 40 + 8 * i, 72 - 4 * i
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"im{i}.png")
+        if i < 2:
+            m = np.zeros((h, w), np.uint8)
+            m[5:25, 10:40] = 255
+            Image.fromarray(m).save(root / f"gt{i}.png")
+            pairs.append([f"im{i}.png", f"gt{i}.png"])
+        else:
+            pairs.append([f"im{i}.png", "Negative"])
+    (root / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "cal.safetensors"
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(src), str(root / "pairs.json"), "--out", str(out), "--device", "cpu"]
+        + ["--workers", "0", "--max-authentic-fpr", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    assert "3 stored, median" in res.output
+    ref = read_metadata(out)["calibration"]["authentic_scores"]
+    assert len(ref) == 3 and ref == sorted(ref)
+
+    scanned = {}
+    for i in range(2, 5):
+        res = runner.invoke(
+            app,
+            [
+                "scan",
+                str(root / f"im{i}.png"),
+                "--weights",
+                str(out),
+                "--device",
+                "cpu",
+                "--json",
+                "--html",
+                "-o",
+                str(tmp_path / "s"),
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        rep = json.loads(res.stdout)
+        scanned[rep["score"]] = rep["score_vs_authentic"]
+    assert sorted(scanned) == pytest.approx(ref, abs=1e-5)
+    ranks = [scanned[s] for s in sorted(scanned)]
+    assert len(set(np.round(ref, 5))) == 3
+    assert [r["percent_lower"] for r in ranks] == pytest.approx([0.0, 33.3, 66.7])
+    assert all(r["n_authentic"] == 3 and "not a probability" in r["definition"] for r in ranks)
+    for i in range(2, 5):
+        rep = json.loads((tmp_path / "s" / f"im{i}.json").read_text())
+        html = (tmp_path / "s" / f"im{i}.html").read_text()
+        assert f"Score higher than <b>{rep['score_vs_authentic']['percent_lower']:g}%</b> of the 3 authentic" in html
+
+    (root / "gt0.png").unlink()  # only the photos in the batch
+    (root / "gt1.png").unlink()
+    (root / "pairs.json").unlink()
+    res = runner.invoke(
+        app,
+        ["batch", str(root), "--out", str(tmp_path / "b"), "--weights", str(out), "--device", "cpu"]
+        + ["--workers", "0", "--no-overlay"],
+    )
+    assert res.exit_code == 0, res.output
+    import csv
+
+    rows = {r["relpath"]: r for r in csv.DictReader((tmp_path / "b" / "summary.csv").open())}
+    for i in range(2, 5):
+        rep = json.loads((tmp_path / "s" / f"im{i}.json").read_text())
+        assert float(rows[f"im{i}.png"]["authentic_percent_lower"]) == rep["score_vs_authentic"]["percent_lower"]
+
+
+def test_authentic_rank_counts_strictly_lower_scores():
+    from imlscan.report import authentic_rank
+
+    cal = {"authentic_scores": [0.1, 0.2, 0.2, 0.9], "n_authentic": 4, "dataset": "d"}
+    assert authentic_rank(0.05, cal)["percent_lower"] == 0.0
+    assert authentic_rank(0.2, cal)["percent_lower"] == 25.0
+    assert authentic_rank(0.5, cal)["percent_lower"] == 75.0
+    assert authentic_rank(0.95, cal)["percent_lower"] == 100.0
+    assert authentic_rank(0.5, {"threshold": 0.4}) is None
+    assert authentic_rank(0.5, None) is None
+
+
+def test_scan_without_reference_says_so(tmp_path, tiny_weights):
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "a.png")
+    res = runner.invoke(
+        app,
+        ["scan", str(tmp_path / "a.png"), "--weights", str(tiny_weights), "--device", "cpu"]
+        + ["--json", "-o", str(tmp_path / "o")],
+    )
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["score_vs_authentic"] is None

@@ -172,22 +172,28 @@ def scan(
         raise typer.Exit(1)
 
 
+def _percent_lower(report: dict[str, Any]) -> str:
+    rank = report.get("score_vs_authentic")
+    return f"{rank['percent_lower']:g}%" if rank else "-"
+
+
 def _print_table(reports: list[dict[str, Any]], out: Path) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
     table.add_column("image", overflow="fold")
-    for col in ("score", "flagged", "regions"):
+    for col in ("score", "> authentic", "flagged", "regions"):
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("report", overflow="fold")
     for r in reports:
         path = r["input"]["path"] or "(array)"
         if r.get("status") == "error":
-            table.add_row(path, "[red]failed[/]", "", "", r["error"])
+            table.add_row(path, "[red]failed[/]", "", "", "", r["error"])
             continue
         table.add_row(
             path,
             f"{r['score']:.3f}",
+            _percent_lower(r),
             f"{100 * r['mask_fraction']:.2f}%",
             str(r["regions_total"]),
             str(out / r["outputs"]["json"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -193,10 +194,20 @@ def info(
     rows += [(f"output.{k}", v) for k, v in meta.get("output", {}).items()]
     prov = meta.get("provenance", {})
     rows += [(f"provenance.{k}", "unknown" if v is None else v) for k, v in prov.items()]
-    rows += [(f"calibration.{k}", v) for k, v in (meta.get("calibration") or {}).items()]
+    rows += _calibration_rows(meta.get("calibration") or {})
     rows.append(("config", json.dumps(meta.get("config", {}), separators=(",", ":"))))
     rows.append(("tensors_sha256", meta.get("tensors_sha256") or "not recorded"))
     err_console.print(_table(rows, title=d["target"]))
+
+
+def _calibration_rows(cal: dict[str, Any], prefix: str = "calibration.") -> list[tuple[str, Any]]:
+    """Calibration fields as table rows, the authentic score reference summarised."""
+    rows = []
+    for k, v in cal.items():
+        if k == "authentic_scores":
+            v = f"{len(v)} stored, median {v[len(v) // 2]:.3f}" if v else "none"
+        rows.append((prefix + k, v))
+    return rows
 
 
 @weights_app.command("convert")
@@ -253,7 +264,7 @@ def calibrate(
     cal.apply(src, out, c)
     if json_out:
         stdout_json(c.to_dict())
-    err_console.print(_table(list(c.to_dict().items()), title=f"calibration of {src}"))
+    err_console.print(_table(_calibration_rows(c.to_dict(), prefix=""), title=f"calibration of {src}"))
     err_console.print(
         f"wrote {out}: threshold {c.threshold:.4f} -> 0.5 (logit offset {c.logit_offset:+.3f}); "
         f"mean F1 {c.f1_before:.4f} -> {c.f1_after:.4f} on the calibration set",
