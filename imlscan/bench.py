@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imlscan.device import resolve_device, resolve_precision
+from imlscan.device import device_name, resolve_device, resolve_precision
 from imlscan.errors import UsageError
 from imlscan.models.fuse import fast_forward
 from imlscan.models.sparsevit import count_macs
@@ -181,7 +181,7 @@ def run_benchmark(
             results.append(r)
             del fast
     return {
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "size": size,
@@ -190,21 +190,6 @@ def run_benchmark(
         "iters": iters,
         "results": [r.to_dict() for r in results],
     }
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    import platform
-
-    model_name = ""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model_name = line.split(":", 1)[1].strip()
-                    break
-    return f"cpu ({model_name or platform.processor() or 'unknown'}, {os.cpu_count()} logical cores)"
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
@@ -275,7 +260,7 @@ def run_end_to_end(
                     stages[k] += dt
     total = sum(stages.values())
     return {
-        "device": _device_name(dev),
+        "device": device_name(dev),
         "precision": prec,
         "images": len(files),
         "megapixels": pixels / 1e6,
@@ -328,4 +313,4 @@ def run_native_scaling(
         if log:
             log(f"{h * w / 1e6:6.1f} MP ({w}x{h}): {dt:7.1f} s, peak {mem['mb']:.0f} MB")
         del img, prob
-    return {"device": _device_name(dev), "precision": pred.precision, "tile": tile, "overlap": overlap, "rows": rows}
+    return {"device": device_name(dev), "precision": pred.precision, "tile": tile, "overlap": overlap, "rows": rows}

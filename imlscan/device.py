@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -73,3 +75,18 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         return
     with torch.autocast(device_type=device.type, dtype=PRECISIONS[precision]):
         yield
+
+
+def device_name(dev: torch.device) -> str:
+    """What a measurement ran on, for reports and weights provenance: the GPU's name, or the CPU
+    model and its logical core count."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    model_name = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model_name = line.split(":", 1)[1].strip()
+                    break
+    return f"{dev.type} ({model_name or platform.processor() or 'unknown'}, {os.cpu_count()} logical cores)"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import math
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from imlscan.data.synth import SynthConfig, SynthGenerator, host_split
 from imlscan.data.transforms import AugmentConfig, PostConfig, augment_real, resize_mask
-from imlscan.device import autocast, cpu_has_native_bf16, resolve_device, resolve_precision
+from imlscan.device import autocast, cpu_has_native_bf16, device_name, resolve_device, resolve_precision
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_path, atomic_write_text
 from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD
@@ -618,6 +619,11 @@ class Trainer:
         self.rows.append(row)
         atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
 
+    @functools.cached_property
+    def hardware(self) -> str:
+        """Recorded with every export and summary, so each stage of a weights file says where it ran."""
+        return f"{self.dist.world} x {device_name(self.device)}"
+
     def _export(self, path: Path, metrics: dict) -> str:
         from imlscan.weights import save_weights
 
@@ -643,6 +649,7 @@ class Trainer:
                     "step": self.state.step,
                     "precision": self.precision,
                     "world_size": self.dist.world,
+                    "hardware": self.hardware,
                 }
             },
             dtype=EXPORT_DTYPES[cfg.export_dtype],
@@ -937,6 +944,7 @@ class Trainer:
             "checkpoint": str(self.out / CHECKPOINT),
             "precision": self.precision,
             "device": str(self.device),
+            "hardware": self.hardware,
         }
         atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         self.log(f"best: step {st.best_step} {json.dumps(st.best_metrics)} -> {self.out / BEST}")

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("dst")
     ap.add_argument("--prior", help="weights file whose recorded stages came before --stage (its --init)")
     ap.add_argument("--stage", action="append", default=[], help="run folders, in training order")
-    ap.add_argument("--hardware", default="2 vCPUs of an Intel Xeon with AMX-BF16 (no GPU), fp32 training")
+    ap.add_argument("--hardware", help="overall description (default: the hardware each stage recorded)")
     args = ap.parse_args()
     meta = read_metadata(args.src)
     stages = list(read_metadata(args.prior)["provenance"].get("stages", [])) if args.prior else []
@@ -41,7 +41,8 @@ def main() -> None:
         stages.append({"run": Path(run).name, "config": cfg, "summary": summary})
     meta["licence"] = LICENCE
     meta["provenance"]["stages"] = stages
-    meta["provenance"]["hardware"] = args.hardware
+    recorded = [s["summary"].get("hardware") for s in stages if s["summary"].get("hardware")]
+    meta["provenance"]["hardware"] = args.hardware or "; ".join(dict.fromkeys(recorded)) or "not recorded"
     with safe_open(args.src, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     with atomic_path(args.dst) as tmp:

@@ -115,6 +115,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, hosts):
 
 
 def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
+    from imlscan.device import device_name
     from imlscan.predict import Predictor
     from imlscan.weights import load_model, read_metadata
 
@@ -131,6 +132,8 @@ def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
     assert meta["provenance"]["steps"] == summary["best_step"]
     assert meta["provenance"]["data"][0]["kind"] == "synth"
     assert set(meta["training"]["val_metrics"]) >= {"pixel_f1", "pixel_auc", "pixel_iou"}
+    assert summary["hardware"] == meta["training"]["hardware"] == f"1 x {device_name(torch.device('cpu'))}"
+    assert "logical cores" in summary["hardware"]
     assert all(t.dtype == torch.float16 for t in load_file(run / "best.safetensors").values() if t.is_floating_point())
     model = load_model(run / "best.safetensors", device="cpu")
     assert model.weights_info.trained and model.weights_info.preprocessing["size"] == 64

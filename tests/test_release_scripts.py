@@ -1,0 +1,62 @@
+"""The release scripts in scripts/ that write the shipped default weights' metadata."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from imlscan.weights import read_metadata, save_weights
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _run_folder(root: Path, name: str, hardware: str | None, steps: int) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"size": 256, "seed": steps}))
+    summary = {"steps": steps, "elapsed_s": 60.0}
+    if hardware:
+        summary["hardware"] = hardware
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def _finalize(*args: str) -> None:
+    cmd = [sys.executable, str(SCRIPTS / "finalize_default_weights.py"), *args]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def test_finalize_records_every_stage_in_order_and_their_hardware(tmp_path, tiny_model):
+    src = tmp_path / "best.safetensors"
+    save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
+    a = _run_folder(tmp_path, "a", "1 x cpu (Xeon, 2 logical cores)", 10)
+    b = _run_folder(tmp_path, "b", "1 x cpu (Xeon, 2 logical cores)", 20)
+    c = _run_folder(tmp_path, "c", "1 x NVIDIA H100", 30)
+    old = _run_folder(tmp_path, "old", None, 5)
+
+    first = tmp_path / "first.safetensors"
+    _finalize(str(src), str(first), "--stage", str(old), "--hardware", "a laptop")
+    assert read_metadata(first)["provenance"]["hardware"] == "a laptop"
+
+    out = tmp_path / "out.safetensors"
+    _finalize(str(src), str(out), "--prior", str(first), "--stage", str(a), "--stage", str(b), "--stage", str(c))
+    meta = read_metadata(out)
+    stages = meta["provenance"]["stages"]
+    assert [s["run"] for s in stages] == ["old", "a", "b", "c"]
+    assert [s["summary"]["steps"] for s in stages] == [5, 10, 20, 30]
+    assert meta["provenance"]["hardware"] == "1 x cpu (Xeon, 2 logical cores); 1 x NVIDIA H100"
+    assert meta["licence"].startswith("CC-BY-NC-4.0")
+    before, after = load_file(src), load_file(out)
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+
+
+def test_finalize_without_recorded_hardware_says_so(tmp_path, tiny_model):
+    src = tmp_path / "best.safetensors"
+    save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
+    out = tmp_path / "out.safetensors"
+    _finalize(str(src), str(out), "--stage", str(_run_folder(tmp_path, "old", None, 5)))
+    assert read_metadata(out)["provenance"]["hardware"] == "not recorded"
