@@ -387,7 +387,6 @@ def build_result(
     score = image_score(prob)
     regions, total = find_regions(prob, mask)
     info = predictor.weights_info
-    rank = authentic_rank(score, (info.metadata or {}).get("calibration") if info is not None else None)
     model_info = _model_info(info, predictor.model)
     warnings = [UNTRAINED_WARNING] if model_info["trained"] is False else []
     if model_info["trained"] is None:
@@ -395,6 +394,9 @@ def build_result(
     prep = predictor.describe(prob.shape)
     if prep["override_note"]:
         warnings.append(prep["override_note"])
+    # The reference was scored with the weights' own protocol; another mode or size has no reference.
+    calibration = (info.metadata or {}).get("calibration") if info is not None and not prep["override_note"] else None
+    rank = authentic_rank(score, calibration)
     post_s = time.perf_counter() - t0
     return ScanResult(
         prob=prob,

@@ -261,3 +261,19 @@ def test_scan_without_reference_says_so(tmp_path, tiny_weights):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["score_vs_authentic"] is None
+
+
+def test_off_protocol_scan_has_no_reference(tmp_path, dataset, tiny_weights):
+    """A native-mode score is not comparable with references scored resized: no percentage."""
+    out = tmp_path / "cal.safetensors"
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(out), "--device", "cpu"]
+        + ["--workers", "0", "--max-authentic-fpr", "1"],
+    )
+    assert res.exit_code == 0, res.output
+    img = str(dataset.parent / "im3.png")
+    base = ["scan", img, "--weights", str(out), "--device", "cpu", "--json", "-o", str(tmp_path / "o")]
+    assert json.loads(runner.invoke(app, base).stdout)["score_vs_authentic"]["n_authentic"] == 1
+    native = json.loads(runner.invoke(app, [*base, "--mode", "native"]).stdout)
+    assert native["score_vs_authentic"] is None and native["preprocessing"]["override_note"]
