@@ -57,6 +57,7 @@ class Calibration:
     authentic_fpr_before: float
     authentic_fpr_after: float
     protocol: str = "paper"
+    reference_precision: str = "fp32"
     authentic_scores: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,14 +95,15 @@ def measure(
 
     if max_authentic_fpr is not None and not 0.0 <= max_authentic_fpr <= 1.0:
         raise UsageError(f"--max-authentic-fpr {max_authentic_fpr} is outside [0, 1]")
+    # The weights first: the command names them first, so their error is the one to report.
+    model = load_model(weights, device=device, precision=precision)
+    if not model.weights_info.trained:
+        raise ImlscanError("calibrating random weights means nothing", hint="give --weights a trained file")
     ds = load_dataset(dataset)
     opts = EvalOptions(protocol="paper", batch_size=batch_size, workers=workers, limit=limit, bootstrap=0)
     opts.validate()
     items = ds.items[:limit] if limit else list(ds.items)
     preflight(ds, items)
-    model = load_model(weights, device=device, precision=precision)
-    if not model.weights_info.trained:
-        raise ImlscanError("calibrating random weights means nothing", hint="give --weights a trained file")
     predictor = Predictor(model, mode="resize")
     score_fn, _ = _image_score_fn()
     res = run_setting(items, predictor, opts, None, score_fn=score_fn, advance=advance)
@@ -133,6 +135,7 @@ def measure(
         f1_after=_rate_at(acc.f1_curve_sum, acc.n_manipulated, t, acc.bins),
         authentic_fpr_before=_rate_at(acc.authentic_fpr_curve_sum, acc.n_authentic, DEFAULT_THRESHOLD, acc.bins),
         authentic_fpr_after=_rate_at(acc.authentic_fpr_curve_sum, acc.n_authentic, t, acc.bins),
+        reference_precision=model.precision,
         authentic_scores=reference_scores(model, authentic),
     )
 

@@ -380,7 +380,7 @@ def build_result(
     inference_s: float = 0.0,
 ) -> ScanResult:
     """Score, mask, regions and provenance around a probability map (used by scan and batch)."""
-    from imlscan.report import authentic_rank, find_regions, image_score
+    from imlscan.report import authentic_rank, find_regions, image_score, precision_mismatch_warning
 
     t0 = time.perf_counter()
     mask = prob > threshold
@@ -396,7 +396,9 @@ def build_result(
         warnings.append(prep["override_note"])
     # The reference was scored with the weights' own protocol; another mode or size has no reference.
     calibration = (info.metadata or {}).get("calibration") if info is not None and not prep["override_note"] else None
-    rank = authentic_rank(score, calibration)
+    rank = authentic_rank(score, calibration, predictor.precision)
+    if note := precision_mismatch_warning(rank):
+        warnings.append(note)
     post_s = time.perf_counter() - t0
     return ScanResult(
         prob=prob,

@@ -37,6 +37,10 @@ AUTHENTIC_RANK_DEFINITION = (
     "camera JPEGs, and screenshots, heavy compression, graphics or text can score high without any edit"
 )
 SCORE_TIE = 1e-6
+PRECISION_MISMATCH_NOTE = (
+    "score_vs_authentic compares a {scan} score with authentic references scored in {ref}: "
+    "treat the percentage as approximate (rerun with --precision {ref} for the exact rank)"
+)
 MIN_REGION_FRACTION = 1e-4
 MAX_REGIONS = 100
 REGIONS_DEFINITION = (
@@ -72,9 +76,12 @@ def image_score(prob: np.ndarray) -> float:
     return float(np.clip(smooth.max(), 0.0, 1.0))
 
 
-def authentic_rank(score: float, calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+def authentic_rank(score: float, calibration: dict[str, Any] | None, precision: str = "fp32") -> dict[str, Any] | None:
     """Where ``score`` falls among the calibration set's authentic photos, or None when the
-    weights carry no reference (uncalibrated, or calibrated by an older imlscan)."""
+    weights carry no reference (uncalibrated, or calibrated by an older imlscan).
+
+    ``precision`` is the scan's: the record says whether it matches the reference's, because a
+    bf16 score carries rounding the fp32 references do not (see PRECISION_MISMATCH_NOTE)."""
     ref = np.asarray((calibration or {}).get("authentic_scores") or [], np.float64)
     if ref.size == 0:
         return None
@@ -85,7 +92,17 @@ def authentic_rank(score: float, calibration: dict[str, Any] | None) -> dict[str
         "n_authentic": int(calibration.get("n_authentic") or ref.size),
         "dataset": calibration.get("dataset"),
         "definition": AUTHENTIC_RANK_DEFINITION,
+        # Files calibrated before this field existed were all scored in fp32.
+        "reference_precision": calibration.get("reference_precision") or "fp32",
+        "scan_precision": precision,
     }
+
+
+def precision_mismatch_warning(rank: dict[str, Any] | None) -> str | None:
+    """The report warning for a rank computed at another precision than its reference, or None."""
+    if not rank or rank["scan_precision"] == rank["reference_precision"]:
+        return None
+    return PRECISION_MISMATCH_NOTE.format(scan=rank["scan_precision"], ref=rank["reference_precision"])
 
 
 def find_regions(

@@ -96,16 +96,21 @@ def _logits(path, rgb):
         return model(x)
 
 
+def _calibrate(src, dataset, out, *extra: str):
+    """``imlscan weights calibrate`` on CPU without worker processes, every authentic flag allowed."""
+    return runner.invoke(
+        app,
+        ["weights", "calibrate", str(src), str(dataset), "--out", str(out), "--device", "cpu"]
+        + ["--workers", "0", "--max-authentic-fpr", "1", *extra],
+    )
+
+
 def test_cli_writes_a_shifted_copy_whose_masks_at_half_are_the_old_masks_at_t(tmp_path, dataset, tiny_weights):
     from imlscan.predict import Predictor
     from imlscan.weights import load_model, read_metadata
 
     out = tmp_path / "cal.safetensors"
-    res = runner.invoke(
-        app,
-        ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(out), "--device", "cpu"]
-        + ["--workers", "0", "--max-authentic-fpr", "1", "--json"],
-    )
+    res = _calibrate(tiny_weights, dataset, out, "--json")
     assert res.exit_code == 0, res.output
     cal = json.loads(res.stdout)
     meta = read_metadata(out)
@@ -158,6 +163,15 @@ def test_cli_errors_are_one_line(tmp_path, dataset, tiny_weights):
         + ["--max-authentic-fpr", "2"],
     )
     assert res.exit_code == 2 and "outside [0, 1]" in res.output
+
+    # Both arguments wrong: the first one named (the weights) is the one reported.
+    res = runner.invoke(
+        app,
+        ["weights", "calibrate", str(tmp_path / "nope.safetensors"), str(tmp_path / "nope.json")]
+        + ["--out", str(tmp_path / "z.safetensors"), "--device", "cpu"],
+    )
+    assert res.exit_code != 0 and "Traceback" not in res.output
+    assert "nope.safetensors" in res.output and "nope.json" not in res.output
 
 
 @pytest.mark.parametrize("dtype", [None, torch.float16])
@@ -266,14 +280,30 @@ def test_scan_without_reference_says_so(tmp_path, tiny_weights):
 def test_off_protocol_scan_has_no_reference(tmp_path, dataset, tiny_weights):
     """A native-mode score is not comparable with references scored resized: no percentage."""
     out = tmp_path / "cal.safetensors"
-    res = runner.invoke(
-        app,
-        ["weights", "calibrate", str(tiny_weights), str(dataset), "--out", str(out), "--device", "cpu"]
-        + ["--workers", "0", "--max-authentic-fpr", "1"],
-    )
+    res = _calibrate(tiny_weights, dataset, out)
     assert res.exit_code == 0, res.output
     img = str(dataset.parent / "im3.png")
     base = ["scan", img, "--weights", str(out), "--device", "cpu", "--json", "-o", str(tmp_path / "o")]
     assert json.loads(runner.invoke(app, base).stdout)["score_vs_authentic"]["n_authentic"] == 1
     native = json.loads(runner.invoke(app, [*base, "--mode", "native"]).stdout)
     assert native["score_vs_authentic"] is None and native["preprocessing"]["override_note"]
+
+
+def test_scan_at_another_precision_than_the_reference_is_marked(tmp_path, dataset, tiny_weights):
+    """References are scored in fp32: a bf16 scan still gets a rank, flagged as approximate."""
+    out = tmp_path / "cal.safetensors"
+    res = _calibrate(tiny_weights, dataset, out, "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["reference_precision"] == "fp32"
+    img = str(dataset.parent / "im3.png")
+    base = ["scan", img, "--weights", str(out), "--device", "cpu", "--json", "-o", str(tmp_path / "o")]
+    same = json.loads(runner.invoke(app, base).stdout)
+    assert same["score_vs_authentic"]["scan_precision"] == "fp32"
+    assert not any("approximate" in w for w in same["warnings"])
+    res = runner.invoke(app, [*base, "--precision", "bf16"])
+    assert res.exit_code == 0, res.output
+    bf16 = json.loads(res.stdout)
+    rank = bf16["score_vs_authentic"]
+    assert rank["scan_precision"] == "bf16" and rank["reference_precision"] == "fp32"
+    assert rank["n_authentic"] == 1
+    assert [w for w in bf16["warnings"] if "approximate" in w and "--precision fp32" in w]

@@ -60,3 +60,29 @@ def test_finalize_without_recorded_hardware_says_so(tmp_path, tiny_model):
     out = tmp_path / "out.safetensors"
     _finalize(str(src), str(out), "--stage", str(_run_folder(tmp_path, "old", None, 5)))
     assert read_metadata(out)["provenance"]["hardware"] == "not recorded"
+
+
+def test_overlay_example_puts_overlay_then_mask_side_by_side_at_one_height(tmp_path):
+    from PIL import Image
+
+    overlay = Image.new("RGB", (200, 100), (255, 0, 0))  # 2:1, red
+    mask = Image.new("L", (90, 180), 255)  # 1:2, white
+    overlay.save(tmp_path / "o.png")
+    mask.save(tmp_path / "m.png")
+    out = tmp_path / "sheet.jpg"
+    cmd = [
+        sys.executable,
+        str(SCRIPTS / "overlay_example.py"),
+        str(tmp_path / "o.png"),
+        str(tmp_path / "m.png"),
+        str(out),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    sheet = Image.open(out)
+    assert sheet.format == "JPEG" and sheet.height == 360
+    assert sheet.width == 720 + 6 + 180  # each panel scaled to height 360, 6 px gap
+    px = sheet.convert("RGB").load()
+    assert px[360, 180][0] > 200 and px[360, 180][1] < 60  # overlay on the left
+    assert min(px[720 + 6 + 90, 180]) > 200  # mask on the right
+    assert min(px[723, 180]) > 200  # the white gap
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "o.png", "sheet.jpg"]  # no stray .part
