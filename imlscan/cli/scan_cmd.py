@@ -77,6 +77,12 @@ def _announce(predictor: Any) -> None:
     note = predictor.describe((1, 1))["override_note"]
     if note:
         err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
+    elif info is not None:
+        from imlscan.report import authentic_rank, precision_mismatch_warning
+
+        calibration = (info.metadata or {}).get("calibration")
+        if mismatch := precision_mismatch_warning(authentic_rank(0.0, calibration, predictor.precision)):
+            err_console.print(f"[yellow]note: {mismatch}[/]", soft_wrap=True)
 
 
 def expand_inputs(args: list[Path]) -> list[Path]:
