@@ -309,3 +309,25 @@ def test_scan_at_another_precision_than_the_reference_is_marked(tmp_path, datase
     assert [w for w in bf16["warnings"] if "approximate" in w and "--precision fp32" in w]
     assert "note: score_vs_authentic compares a bf16 score" in res.stderr  # said once, before the table
     assert "approximate" not in runner.invoke(app, base).stderr
+
+
+def test_precision_agreement_script_reports_rank_drift_only_with_a_reference(tmp_path, dataset, tiny_weights):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "precision_agreement.py"
+    out = tmp_path / "cal.safetensors"
+    assert _calibrate(tiny_weights, dataset, out).exit_code == 0
+
+    def run(weights):
+        cmd = [sys.executable, str(script), str(dataset), "--weights", str(weights)]
+        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    cal = run(out)
+    assert cal["images"] == 4
+    assert cal["fast_vs_plain_fp32_max_abs_prob_diff"] < 1e-4
+    assert 0.0 <= cal["bf16_vs_fp32_score_abs_diff_mean"] <= cal["bf16_vs_fp32_score_abs_diff_max"] <= 1.0
+    drift = cal["bf16_vs_fp32_authentic_rank_points_diff"]
+    assert 0.0 <= drift["mean"] <= drift["p95"] <= drift["max"] <= 100.0
+    assert run(tiny_weights)["bf16_vs_fp32_authentic_rank_points_diff"] is None
