@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from safetensors.torch import load_file
 
 from imlscan.weights import read_metadata, save_weights
@@ -86,3 +87,33 @@ def test_overlay_example_puts_overlay_then_mask_side_by_side_at_one_height(tmp_p
     assert min(px[720 + 6 + 90, 180]) > 200  # mask on the right
     assert min(px[723, 180]) > 200  # the white gap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.png", "o.png", "sheet.jpg"]  # no stray .part
+
+
+def test_travel_subset_keeps_the_split_the_budgets_and_is_reproducible(tmp_path, rng):
+    from imlscan.data.synth import host_split
+
+    shared = tmp_path / "shared"
+    (shared / "hosts" / "shard-00").mkdir(parents=True)
+    (shared / "regions").mkdir()
+    for i in range(60):  # JPEG-sized stand-ins: the script copies bytes, it never decodes
+        (shared / "hosts" / "shard-00" / f"p{i:03d}.jpg").write_bytes(
+            rng.integers(0, 256, 1000 + 10 * i, dtype=np.uint8).tobytes()
+        )
+    (shared / "hosts" / "shard-00" / "big.png").write_bytes(b"x" * 100)
+    for i in range(10):
+        (shared / "regions" / f"r{i}.png").write_bytes(b"r")
+    cmd = [sys.executable, str(SCRIPTS / "travel_subset.py"), str(shared)]
+    budget = ["--train-mb", "0.02", "--val-mb", "0.003", "--region-every", "3"]
+    for out in ("a", "b"):
+        subprocess.run([*cmd, str(tmp_path / out), *budget], check=True, capture_output=True, text=True)
+    chosen = sorted(p.name for p in (tmp_path / "a" / "hosts").iterdir())
+    assert chosen == sorted(p.name for p in (tmp_path / "b" / "hosts").iterdir())  # same seed, same draw
+    assert "big.png" not in chosen
+    sizes = {
+        s: sum((tmp_path / "a" / "hosts" / n).stat().st_size for n in chosen if host_split(n) == s)
+        for s in ("train", "val")
+    }
+    assert 0 < sizes["train"] <= 20_000 and 0 < sizes["val"] <= 3_000
+    all_train = sum(p.stat().st_size for p in (shared / "hosts").rglob("*.jpg") if host_split(p.name) == "train")
+    assert sizes["train"] < all_train  # the budget, not the supply, stopped it
+    assert sorted(p.name for p in (tmp_path / "a" / "regions").iterdir()) == ["r0.png", "r3.png", "r6.png", "r9.png"]

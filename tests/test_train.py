@@ -17,10 +17,12 @@ from imlscan.cli import app
 from imlscan.device import cpu_has_native_bf16
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.train import (
+    MAX_BAD_STEPS_IN_A_ROW,
     StepSampler,
     TrainConfig,
     Trainer,
     TrainStream,
+    apply_update,
     build_sources,
     load_run_config,
     lr_at,
@@ -259,6 +261,51 @@ def test_config_errors_are_usage_errors(tmp_path, one_pair):
         train(_cfg(tmp_path, "e3", [str(one_pair)], size=50, max_steps=1))
     with pytest.raises(UsageError, match="unknown --model"):
         train(_cfg(tmp_path, "e4", [str(one_pair)], model="resnet", max_steps=1, val=["none"]))
+
+
+def test_auto_precision_trains_in_fp32_even_where_inference_would_use_bf16(tmp_path, one_pair):
+    summary = train(_cfg(tmp_path, "auto", [str(one_pair)], max_steps=1, precision="auto", val=["none"]))
+    assert summary["precision"] == "fp32" and summary["skipped_steps"] == 0
+
+
+def test_a_non_finite_gradient_is_skipped_not_applied(tiny_model):
+    opt = torch.optim.AdamW(tiny_model.parameters(), lr=1e-2)
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    tiny_model(torch.rand(2, 3, 64, 64)).mean().backward()
+    next(tiny_model.parameters()).grad[0] = math.nan  # one bad value poisons the clipped norm
+    norm = torch.nn.utils.clip_grad_norm_(tiny_model.parameters(), 1.0)
+    assert apply_update(opt, norm) is False
+    assert all(torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+    assert not opt.state and all(p.grad is None for p in tiny_model.parameters())
+
+    tiny_model(torch.rand(2, 3, 64, 64)).mean().backward()
+    assert apply_update(opt, torch.nn.utils.clip_grad_norm_(tiny_model.parameters(), 1.0)) is True
+    assert any(not torch.equal(before[k], v) for k, v in tiny_model.state_dict().items())
+
+
+def test_a_diverged_model_stops_the_run_with_a_clear_error(tmp_path, one_pair, tiny_model):
+    from imlscan.weights import save_weights
+
+    with torch.no_grad():
+        next(tiny_model.parameters()).fill_(math.nan)  # every loss and gradient is NaN from step 1
+    save_weights(tiny_model, tmp_path / "nan.safetensors", name="nan", variant="sparsevit-test")
+    cfg = _cfg(tmp_path, "nan", [str(one_pair)], model=None, init=str(tmp_path / "nan.safetensors"))
+    cfg.max_steps, cfg.val = 100, ["none"]
+    with pytest.raises(ImlscanError, match=f"not finite for {MAX_BAD_STEPS_IN_A_ROW} steps in a row"):
+        train(cfg)
+    log = (tmp_path / "nan" / "train.log").read_text()
+    assert log.count("update skipped") == MAX_BAD_STEPS_IN_A_ROW
+
+
+def test_a_run_stopped_before_its_first_validation_exports_nothing_and_says_so(tmp_path, hosts):
+    run = tmp_path / "short"
+    args = ["train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64", "--batch-size", "2"]
+    args += ["--max-minutes", "0.0001", "--val-samples", "2", "--workers", "0", "--precision", "fp32"]
+    res = runner.invoke(app, [*args, "--out", str(run)])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "no weights exported" in res.output and f"--resume {run}" in res.output
+    assert not (run / "best.safetensors").exists() and (run / "last.pt").is_file()
+    assert json.loads((run / "summary.json").read_text())["best_weights"] is None
 
 
 def test_init_from_weights_and_architecture_mismatch(tmp_path, one_pair, tiny_weights):

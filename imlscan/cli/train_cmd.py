@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from imlscan.cli.app import app, err_console, stdout_json
-from imlscan.errors import UsageError
+from imlscan.errors import ImlscanError, UsageError
 
 
 @app.command(no_args_is_help=True)
@@ -93,7 +93,10 @@ def train(
         show_default=False,
     ),
     precision: str = typer.Option(
-        None, "--precision", help="fp32, bf16, fp16 (CUDA) or auto. Default: auto.", show_default=False
+        None,
+        "--precision",
+        help="fp32, bf16, fp16 (CUDA) or auto (= fp32 for training). Default: auto.",
+        show_default=False,
     ),
     device: str = typer.Option(
         None, "--device", help="auto, cpu, cuda, cuda:N or mps. Default: auto.", show_default=False
@@ -191,9 +194,14 @@ def train(
 
     summary = run_training(cfg, log=log, resume=resume is not None)
     if summary:
-        err_console.print(f"[green]done[/]: best weights {summary['best_weights']} (step {summary['best_step']})")
         if json_out:
             stdout_json(summary)
+        if not summary["best_weights"]:
+            raise ImlscanError(
+                f"no weights exported: the run stopped at step {summary['steps']}, before a trained step was validated",
+                hint=f"continue it with: imlscan train --resume {summary['run_dir']} --max-minutes M",
+            )
+        err_console.print(f"[green]done[/]: best weights {summary['best_weights']} (step {summary['best_step']})")
 
 
 @app.command(no_args_is_help=True)
