@@ -4,9 +4,11 @@ travel with the checkout to the GPU machine (its working tree is limited to 64 M
     python scripts/travel_subset.py ../shared/data .gpu-data          # the default weights' v8 stage
     # .gpu-data/ is in .gitignore: never commit it
 
-Why a subset rather than one shard: a shard holds ~170 photos of two sources, while a seeded
-draw over all shards under the same byte budget keeps every source's share and roughly triples
-the number of training photos. PNG photos (Kodak, ~600 kB each) are left out for the same reason.
+Why not one shard (the data README's suggestion): one shard plus the regions is 32 MB, which
+leaves ~24 MB of the budget unused. A seeded draw over all shards that fills ~48 MB with photos
+(and half the region maps) brings 517 photos instead of ~200. PNG photos (Kodak, ~600 kB each)
+are left out: five JPEG photos fit in the room of one.
+
 The draw keeps the train/validation split of ``imlscan.data.synth.host_split`` (by file name),
 so a run over the subset never trains on a validation photo, and brings a few validation photos
 so that training can validate on forgeries of photos it never sees.
