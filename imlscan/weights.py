@@ -448,6 +448,13 @@ def _locate_path(path: Path) -> LocatedWeights:
     return LocatedWeights(path, "path")
 
 
+def _missing_default(name: str) -> ImlscanError:
+    return ImlscanError(
+        f"the default weights {name!r} named in weights/DEFAULT are missing and not registered for download",
+        hint="reinstall imlscan, or pass --weights PATH",
+    )
+
+
 def _locate_default() -> LocatedWeights | None:
     name = default_weights_name()
     if name is None:
@@ -459,10 +466,7 @@ def _locate_default() -> LocatedWeights | None:
         return LocatedWeights(path, "embedded default", sha)
     if entry is not None:
         return LocatedWeights(hub.fetch_registered(entry.name), f"registry:{entry.name} (default)", entry.sha256)
-    raise ImlscanError(
-        f"the default weights {name!r} named in weights/DEFAULT are missing and not registered for download",
-        hint="reinstall imlscan, or pass --weights PATH",
-    )
+    raise _missing_default(name)
 
 
 # --- inspection (never downloads) --------------------------------------------------------------
@@ -479,9 +483,11 @@ class LocalTarget:
     ref: hub.HubRef | None = None
 
 
-def local_target(spec: str | os.PathLike) -> LocalTarget:
+def local_target(spec: str | os.PathLike | None) -> LocalTarget:
     """Resolve ``spec`` like ``--weights`` but without network: names and hf-hub references
-    are looked up in the Hub cache only."""
+    are looked up in the Hub cache only. ``None`` is the default weights, as for ``--weights``."""
+    if spec is None:
+        return _default_target()
     if isinstance(spec, os.PathLike):
         return LocalTarget(str(spec), _locate_path(Path(spec)).path)
     spec = str(spec).strip()
@@ -499,6 +505,23 @@ def local_target(spec: str | os.PathLike) -> LocalTarget:
     raise ImlscanError(f"unknown weights {spec!r}: not a file and not a registered name", hint=hub.registry_hint())
 
 
+def _default_target() -> LocalTarget:
+    """The default weights as ``scan`` would find them: the embedded file, else its registered
+    download in the Hub cache."""
+    name = default_weights_name()
+    if name is None:
+        raise ImlscanError(
+            "this installation has no default weights (weights/DEFAULT names none)", hint=hub.registry_hint()
+        )
+    entry = hub.registered(Path(name).stem)
+    path = default_weights_path()
+    if path is not None:
+        return LocalTarget(f"default: {name}", path, entry=entry)
+    if entry is not None:
+        return LocalTarget(f"default: {entry.name}", hub.cached_file(entry.ref), entry=entry, ref=entry.ref)
+    raise _missing_default(name)
+
+
 def _not_downloaded(target: LocalTarget) -> ImlscanError:
     return ImlscanError(
         f"{target.label} is not downloaded (not in the Hugging Face cache {hub.hub_cache_dir()})",
@@ -506,7 +529,7 @@ def _not_downloaded(target: LocalTarget) -> ImlscanError:
     )
 
 
-def verify_weights(spec: str | os.PathLike, sha256: str | None = None) -> dict:
+def verify_weights(spec: str | os.PathLike | None, sha256: str | None = None) -> dict:
     """Check a weights file end to end and return what was checked; raise on the first failure.
 
     Checks: the file's sha256 (against ``sha256``, else the registry pin, else the hash the Hub
@@ -545,7 +568,7 @@ def verify_weights(spec: str | os.PathLike, sha256: str | None = None) -> dict:
     }
 
 
-def describe_weights(spec: str | os.PathLike) -> dict:
+def describe_weights(spec: str | os.PathLike | None) -> dict:
     """Identity and full metadata of a weights file (or, for a registered name that is not
     downloaded yet, its registry entry). Reads the header only: nothing is loaded."""
     target = local_target(spec)

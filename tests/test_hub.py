@@ -300,6 +300,29 @@ def test_default_missing_file_is_downloaded_by_its_registry_entry(default_dir, f
     assert r.exit_code == 0 and fake_hub.count("GET") == 1
 
 
+def test_info_and_verify_without_a_target_look_at_the_default(default_dir, fake_hub, registry, tmp_path):
+    r = runner.invoke(app, ["weights", "info"])
+    assert r.exit_code == 1 and "no default weights" in r.stderr and "Traceback" not in r.output
+    data = weights_bytes(tmp_path, 0)
+    (default_dir / "tiny-default.safetensors").write_bytes(data)
+    (default_dir / "DEFAULT").write_text("tiny-default.safetensors\n")
+    info = json.loads(runner.invoke(app, ["weights", "info", "--json"]).stdout)
+    assert info["target"] == "default: tiny-default.safetensors"
+    assert Path(info["path"]) == default_dir / "tiny-default.safetensors" and info["sha256"] == sha(data)
+    r = runner.invoke(app, ["weights", "verify", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["sha256"] == sha(data)
+
+    (default_dir / "tiny-default.safetensors").unlink()  # not shipped: its registry entry stands in
+    fake_hub.add(REPO, C1, "model.safetensors", data)
+    registry(entry("tiny-default", data))
+    info = json.loads(runner.invoke(app, ["weights", "info", "--json"]).stdout)
+    assert info["target"] == "default: tiny-default" and info["downloaded"] is False
+    assert runner.invoke(app, ["weights", "verify"]).exit_code == 1
+    assert runner.invoke(app, ["weights", "download"]).exit_code == 0
+    r = runner.invoke(app, ["weights", "verify", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["sha256_check"] == "ok (registry pin of tiny-default)"
+
+
 # --- CLI ---------------------------------------------------------------------------------------
 
 

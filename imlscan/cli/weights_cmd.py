@@ -21,6 +21,7 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 TARGET_HELP = "A .safetensors path, a registered name (see 'imlscan weights list') or hf-hub:ORG/REPO@REV::FILE."
+DEFAULT_TARGET_HELP = TARGET_HELP + " Default: the default weights (what scan uses without --weights)."
 
 
 def _size(n: int | None) -> str:
@@ -140,7 +141,7 @@ def download(
 
 @weights_app.command("verify")
 def verify(
-    target: str = typer.Argument(..., help=TARGET_HELP),
+    target: str = typer.Argument(None, help=DEFAULT_TARGET_HELP, show_default=False),
     sha256: str = typer.Option(None, "--sha256", help="The sha256 the file must have."),
     json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON on stdout."),
 ) -> None:
@@ -162,14 +163,14 @@ def verify(
 
 @weights_app.command("info")
 def info(
-    target: str = typer.Argument(..., help=TARGET_HELP),
+    target: str = typer.Argument(None, help=DEFAULT_TARGET_HELP, show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print the metadata as JSON on stdout."),
 ) -> None:
     """Show a weights file's identity and metadata as a table (or --json).
 
     Architecture, preprocessing, output, provenance and licence; reads the header only, never downloads.
 
-    Example: imlscan weights info model.safetensors --json
+    Example: imlscan weights info (the default weights); imlscan weights info model.safetensors --json
     """
     from imlscan.weights import describe_weights
 
