@@ -999,11 +999,12 @@ class Trainer:
 def apply_update(opt: torch.optim.Optimizer, grad_norm: torch.Tensor, scaler=None) -> bool:
     """Take the optimizer step unless the gradient is not finite; then clear the gradients.
 
-    Why: one non-finite gradient, clipped, turns every weight into NaN and ends the run. In the
-    default weights' GPU stage, bf16 training hit this once in each of two runs (at steps 622 and
-    801) after finite losses. Skipping that one update is what a gradient scaler does for fp16;
-    the scaler, when there is one, keeps deciding for itself. The norm is taken after the
-    gradients are averaged across processes, so every rank skips the same steps."""
+    Why: one non-finite gradient, clipped, turns every weight into NaN, and a run used to end at
+    the first NaN loss. In the default weights' GPU stage, bf16 training ended both runs that way
+    after finite losses (steps 622 and 801; whether a gradient or the forward pass went first was
+    not observed). Skipping the update is what a gradient scaler does for fp16; the scaler, when
+    there is one, keeps deciding for itself. The norm is taken after the gradients are averaged
+    across processes, so every rank skips the same steps."""
     if scaler is not None:  # its skips while it searches for a scale are routine, not counted
         scaler.step(opt)
         scaler.update()
