@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.torch import load_file
 
 from imlscan.weights import read_metadata, save_weights
@@ -117,3 +118,36 @@ def test_travel_subset_keeps_the_split_the_budgets_and_is_reproducible(tmp_path,
     all_train = sum(p.stat().st_size for p in (shared / "hosts").rglob("*.jpg") if host_split(p.name) == "train")
     assert sizes["train"] < all_train  # the budget, not the supply, stopped it
     assert sorted(p.name for p in (tmp_path / "a" / "regions").iterdir()) == ["r0.png", "r3.png", "r6.png", "r9.png"]
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_copymove_components_reads_the_two_halves_of_a_source_and_copy_mask():
+    cm = _script("copymove_components")
+    mask = np.zeros((40, 60), bool)
+    mask[5:15, 5:15] = True  # source
+    mask[20:30, 40:50] = True  # copy, same area
+    prob = np.full(mask.shape, 0.1)
+    prob[20:30, 40:50] = 0.9  # the model flags the copy
+    prob[5:15, 5:15] = 0.3
+    r = cm.component_scores(prob, mask)
+    assert (r["mean_high"], r["mean_low"], r["mean_background"]) == pytest.approx((0.9, 0.3, 0.1))
+    assert r["auc_high_only"] == 1.0 and r["auc_low_only"] == 1.0
+    assert r["auc_both"] == 1.0
+    prob[0, 0] = 0.95  # one background pixel above both halves
+    r = cm.component_scores(prob, mask)
+    n_bg = (~mask).sum()
+    assert r["auc_high_only"] == pytest.approx(1 - 1 / n_bg) and r["auc_low_only"] == pytest.approx(1 - 1 / n_bg)
+    one = np.zeros_like(mask)
+    one[5:15, 5:15] = True
+    assert cm.component_scores(prob, one) is None  # one region: not a source-and-copy mask
+    uneven = one.copy()
+    uneven[20:24, 40:44] = True
+    assert cm.halves(uneven) is None  # two regions of very different areas
