@@ -4,7 +4,7 @@
 # (python scripts/travel_subset.py ../shared/data .gpu-data). Results land in $OUT (files of at
 # most 16 MiB: the sparsevit-s file is split; rejoin with `cat s-best.part* > s-best.safetensors`).
 #   MIN=7.0 KILL=465 bash scripts/gpu_stage.sh
-# fp32 (TF32 matrix products): the same command in bf16 stopped on a NaN loss in both runs.
+# fp32 (TF32 matrix products): in bf16 both runs stopped on a NaN loss (the t run at step 622).
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 MIN=${MIN:-7.0}; KILL=${KILL:-465}
