@@ -35,7 +35,7 @@ def _stub_modules() -> None:
         {"timm": types.ModuleType("timm"), "timm.models": types.ModuleType("timm.models"), "timm.models.layers": layers}
     )
     registry = types.ModuleType("IMDLBenCo.registry")
-    registry.MODELS = types.SimpleNamespace(register_module=lambda: (lambda cls: cls))
+    registry.MODELS = types.SimpleNamespace(register_module=lambda: lambda cls: cls)
     sys.modules.update({"IMDLBenCo": types.ModuleType("IMDLBenCo"), "IMDLBenCo.registry": registry})
 
 
