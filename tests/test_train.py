@@ -300,7 +300,8 @@ def test_a_diverged_model_stops_the_run_with_a_clear_error(tmp_path, one_pair, t
 def test_a_run_stopped_before_its_first_validation_exports_nothing_and_says_so(tmp_path, hosts):
     run = tmp_path / "short"
     args = ["train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64", "--batch-size", "2"]
-    args += ["--max-minutes", "0.0001", "--val-samples", "2", "--workers", "0", "--precision", "fp32"]
+    # 60 microseconds: less than any validation takes, so the step-0 validation's time alone stops it
+    args += ["--max-minutes", "0.000001", "--val-samples", "2", "--workers", "0", "--precision", "fp32"]
     res = runner.invoke(app, [*args, "--out", str(run)])
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "no weights exported" in res.output and f"--resume {run}" in res.output
