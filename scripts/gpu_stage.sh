@@ -4,6 +4,8 @@
 # (python scripts/travel_subset.py ../shared/data .gpu-data). Results land in $OUT (files of at
 # most 16 MiB: the sparsevit-s file is split; rejoin with `cat s-best.part* > s-best.safetensors`).
 #   MIN=7.0 KILL=465 bash scripts/gpu_stage.sh
+# A tidied copy of the script that ran on the H200 (same commands and flags; log paths and a GPU
+# monitor loop differ); this copy was run on the CPU with tiny settings only.
 # fp32 (TF32 matrix products): in bf16 both runs stopped on a NaN loss (the t run at step 622).
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1

@@ -344,3 +344,29 @@ def test_cli_train_resume_and_errors(tmp_path, hosts):
 
     res = runner.invoke(app, ["train", "--data", f"synth:{hosts}", "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and "--max-steps or --max-minutes" in res.output
+
+
+def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
+    """The DistributedDataParallel path (gloo on the CPU): both ranks step in lockstep, the logged
+    losses are averaged over ranks, only rank 0 writes, and the export loads."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd += ["-m", "imlscan", "train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64"]
+    cmd += ["--batch-size", "2", "--max-steps", "4", "--val-samples", "2", "--val-every", "2", "--log-every", "2"]
+    cmd += ["--workers", "0", "--precision", "fp32", "--device", "cpu", "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["skipped_steps"] == 0
+    assert summary["hardware"].startswith("2 x cpu")
+    assert "batch 2 x 2 process(es)" in (run / "train.log").read_text()
+    losses = _train_losses(run)
+    assert sorted(losses) == [2, 4] and all(math.isfinite(v) and v > 0 for v in losses.values())
+    from imlscan.weights import load_model
+
+    assert load_model(run / "best.safetensors", device="cpu").weights_info.trained
