@@ -92,10 +92,14 @@ def authentic_rank(score: float, calibration: dict[str, Any] | None, precision: 
         "n_authentic": int(calibration.get("n_authentic") or ref.size),
         "dataset": calibration.get("dataset"),
         "definition": AUTHENTIC_RANK_DEFINITION,
-        # Files calibrated before this field existed were all scored in fp32.
-        "reference_precision": calibration.get("reference_precision") or "fp32",
+        "reference_precision": _reference_precision(calibration),
         "scan_precision": precision,
     }
+
+
+def _reference_precision(calibration: dict[str, Any]) -> str:
+    # Files calibrated before this field existed were all scored in fp32.
+    return calibration.get("reference_precision") or "fp32"
 
 
 def precision_mismatch_warning(rank: dict[str, Any] | None) -> str | None:
@@ -103,6 +107,15 @@ def precision_mismatch_warning(rank: dict[str, Any] | None) -> str | None:
     if not rank or rank["scan_precision"] == rank["reference_precision"]:
         return None
     return PRECISION_MISMATCH_NOTE.format(scan=rank["scan_precision"], ref=rank["reference_precision"])
+
+
+def rank_precision_note(calibration: dict[str, Any] | None, precision: str) -> str | None:
+    """The same warning, known before any image is scanned: a batch prints it once up front
+    instead of once per photo."""
+    if not (calibration or {}).get("authentic_scores"):
+        return None
+    ref = _reference_precision(calibration)  # type: ignore[arg-type]
+    return None if precision == ref else PRECISION_MISMATCH_NOTE.format(scan=precision, ref=ref)
 
 
 def find_regions(

@@ -266,6 +266,21 @@ def test_authentic_rank_counts_strictly_lower_scores():
     assert authentic_rank(0.5, None) is None
 
 
+def test_upfront_precision_note_agrees_with_the_per_scan_warning():
+    """The note a batch prints before scanning must say what each scan's warning says."""
+    from imlscan.report import authentic_rank, precision_mismatch_warning, rank_precision_note
+
+    old = {"authentic_scores": [0.1, 0.9]}  # calibrated before reference_precision existed: fp32
+    bf16_ref = {"authentic_scores": [0.1, 0.9], "reference_precision": "bf16"}
+    for cal in (old, bf16_ref, {"threshold": 0.4}, None):
+        for precision in ("fp32", "bf16", "fp16"):
+            per_scan = precision_mismatch_warning(authentic_rank(0.5, cal, precision))
+            assert rank_precision_note(cal, precision) == per_scan
+    assert rank_precision_note(old, "bf16") and "--precision fp32" in rank_precision_note(old, "bf16")
+    assert rank_precision_note(bf16_ref, "bf16") is None
+    assert rank_precision_note(None, "bf16") is None
+
+
 def test_scan_without_reference_says_so(tmp_path, tiny_weights):
     Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(tmp_path / "a.png")
     res = runner.invoke(

@@ -151,3 +151,32 @@ def test_copymove_components_reads_the_two_halves_of_a_source_and_copy_mask():
     uneven = one.copy()
     uneven[20:24, 40:44] = True
     assert cm.halves(uneven) is None  # two regions of very different areas
+
+
+def test_flip_tta_maps_each_view_back_onto_the_image():
+    """A view's map must be flipped back: the h view of an image is the mirror of the plain map of
+    its mirror, and the id view is exactly the plain predictor's map. The network is a lopsided
+    horizontal filter, so mirroring changes its output and a forgotten flip-back shows."""
+    import importlib.util
+
+    import torch
+
+    from imlscan.predict import Predictor
+
+    spec = importlib.util.spec_from_file_location("flip_tta", SCRIPTS / "flip_tta.py")
+    flip_tta = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flip_tta)
+    rgb = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    rgb[:, :40] //= 4
+    tiny_model = torch.nn.Conv2d(3, 1, (1, 3), padding=(0, 1), bias=False)
+    with torch.no_grad():
+        tiny_model.weight.copy_(torch.tensor([1.0, -2.0, 0.5]).view(1, 1, 1, 3).expand(1, 3, 1, 3))
+    kw = {"mode": "native", "device": "cpu", "precision": "fp32"}
+    plain = Predictor(tiny_model, **kw)
+    mirror = flip_tta.FlipPredictor(tiny_model, views=("h",), **kw).predict_prob(rgb)
+    np.testing.assert_allclose(mirror, plain.predict_prob(rgb[:, ::-1].copy())[:, ::-1], atol=1e-5)
+    assert not np.allclose(mirror, plain.predict_prob(rgb), atol=1e-3)
+    ident = flip_tta.FlipPredictor(tiny_model, views=("id",), **kw).predict_prob(rgb)
+    np.testing.assert_allclose(ident, plain.predict_prob(rgb), atol=1e-6)
+    with pytest.raises(SystemExit):
+        flip_tta.FlipPredictor(tiny_model, views=("diagonal",), **kw)

@@ -290,6 +290,24 @@ def test_synth_cli_with_workers_matches_serial(hosts, tmp_path):
         assert (a / "images" / name).read_bytes() == (b / "images" / name).read_bytes()
 
 
+def test_synth_cli_area_and_kinds_shape_the_set(hosts, tmp_path):
+    """--area and --kinds reach the generator (recorded in the manifest, obeyed by every sample),
+    as the same keys of a training spec do; a malformed list is a one-line usage error."""
+    out = tmp_path / "small"
+    args = ["synth", str(hosts), str(out), "-n", "8", "--split", "all", "--negatives", "0", "--no-post"]
+    res = runner.invoke(app, [*args, "--area", "0.005,0.03", "--kinds", "0,1,0"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["config"]["area"] == [0.005, 0.03]
+    assert {r["kind"] for r in manifest["samples"]} == {"copymove"}
+    for rec in manifest["samples"]:
+        assert 0.005 <= rec["area"] <= 0.06  # drawn in [0.005, 0.03]; shapes are fitted approximately
+    for bad in (["--area", "0.01"], ["--kinds", "a,b,c"], ["--area", "0.001,0.1"]):
+        res = runner.invoke(app, [*args[:2], str(tmp_path / "x"), *args[3:], *bad])
+        assert res.exit_code == 2, res.output
+        assert "Traceback" not in res.output
+
+
 def test_synth_cli_bad_input_is_one_line(tmp_path):
     res = runner.invoke(app, ["synth", str(tmp_path / "nope"), str(tmp_path / "o"), "-n", "3"])
     assert res.exit_code == 1

@@ -248,6 +248,10 @@ def test_synth_spec_parsing(hosts):
         parse_synth_spec(f"synth:{hosts}?negativs=0.5", seed=0, split="train")
     with pytest.raises(UsageError):
         parse_synth_spec(f"synth:{hosts}?negatives=abc", seed=0, split="train")
+    assert gen.config.area == (0.02, 0.2)
+    for bad in ("area=0.02", "area=0.02,x", "kinds=1,0", "area=nan,0.2"):
+        with pytest.raises(UsageError, match="comma-separated"):
+            parse_synth_spec(f"synth:{hosts}?{bad}", seed=0, split="train")
     with pytest.raises(ImlscanError, match="not a folder"):
         parse_synth_spec("synth:/definitely/not/here", seed=0, split="train")
 
@@ -370,3 +374,35 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     from imlscan.weights import load_model
 
     assert load_model(run / "best.safetensors", device="cpu").weights_info.trained
+
+
+_MEAN_OVER_RANKS = """
+import json, sys
+import torch, torch.distributed as dist
+from imlscan.train import _mean_over_ranks
+rank, store = int(sys.argv[1]), sys.argv[2]
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+window = {"ok": [3, 1][rank], "loss": [3.0, 5.0][rank], "bce": [1.5, 0.5][rank], "dice": 0.0, "n": 9}
+print(json.dumps(_mean_over_ranks(window, ("ok", "loss", "bce", "dice"), torch.device("cpu"))))
+dist.destroy_process_group()
+"""
+
+
+def test_logged_loss_is_the_mean_over_ranks(tmp_path):
+    """Two gloo processes with different loss windows: each must log the pooled mean (8/4 = 2.0),
+    not its own (1.0 on rank 0, 5.0 on rank 1)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "mean.py"
+    script.write_text(_MEAN_OVER_RANKS)
+    store = tmp_path / "store"
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(r), str(store)], stdout=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    for avg in outs:
+        assert avg == {"ok": 2.0, "loss": 4.0, "bce": 1.0, "dice": 0.0}
+        assert avg["loss"] / avg["ok"] == 2.0  # the trainer logs window loss / ok

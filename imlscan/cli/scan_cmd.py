@@ -78,10 +78,9 @@ def _announce(predictor: Any) -> None:
     if note:
         err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
     elif info is not None:
-        from imlscan.report import authentic_rank, precision_mismatch_warning
+        from imlscan.report import rank_precision_note
 
-        calibration = (info.metadata or {}).get("calibration")
-        if mismatch := precision_mismatch_warning(authentic_rank(0.0, calibration, predictor.precision)):
+        if mismatch := rank_precision_note((info.metadata or {}).get("calibration"), predictor.precision):
             err_console.print(f"[yellow]note: {mismatch}[/]", soft_wrap=True)
 
 

@@ -225,6 +225,18 @@ def synth(
     max_side: int = typer.Option(1024, "--max-side", help="Downscale larger hosts so their long side is this."),
     negatives: float = typer.Option(0.2, "--negatives", min=0.0, max=1.0, help="Share of authentic samples."),
     post: bool = typer.Option(True, "--post/--no-post", help="Post-processing chains (JPEG, resize, blur, noise)."),
+    area: str = typer.Option(
+        None,
+        "--area",
+        help="Region size range MIN,MAX as fractions of the image, log-uniform, MIN >= 0.005. Default: 0.01,0.4.",
+        show_default=False,
+    ),
+    kinds: str = typer.Option(
+        None,
+        "--kinds",
+        help="Relative weights of splice,copymove,removal among manipulated samples. Default: 0.4,0.35,0.25.",
+        show_default=False,
+    ),
     val_fraction: float = typer.Option(
         0.1, "--val-fraction", min=0.0, max=1.0, help="Share of hosts in the val split."
     ),
@@ -235,11 +247,16 @@ def synth(
 
     Example: imlscan synth photos/ synth-val/ -n 500 --split val --seed 1
     """
-    from imlscan.data.synth import SynthConfig, SynthGenerator, write_dataset
+    from imlscan.data.synth import SynthConfig, SynthGenerator, parse_fractions, write_dataset
     from imlscan.data.transforms import PostConfig
 
+    shape: dict = {}
+    if area is not None:
+        shape["area"] = parse_fractions(area, 2, "--area")
+    if kinds is not None:
+        shape["kinds"] = parse_fractions(kinds, 3, "--kinds")
     cfg = SynthConfig(
-        negatives=negatives, size=size, max_side=max_side, post=PostConfig() if post else PostConfig.disabled()
+        negatives=negatives, size=size, max_side=max_side, post=PostConfig() if post else PostConfig.disabled(), **shape
     )
     gen = SynthGenerator.from_folder(
         hosts, split=split, regions_dir=regions, seed=seed, config=cfg, val_fraction=val_fraction

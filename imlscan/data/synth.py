@@ -91,6 +91,18 @@ class SynthConfig:
         return cls(post=post, **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+def parse_fractions(text: str, n: int, what: str) -> tuple[float, ...]:
+    """``"0.01,0.4"`` -> ``(0.01, 0.4)``: the comma lists of ``synth --area/--kinds`` and of
+    ``synth:`` training specs, with one error for both."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{what}: expected {n} comma-separated numbers, got {text!r}")
+    return values
+
+
 @dataclass
 class SynthSample:
     """One generated sample; ``image``/``mask`` are final, ``manipulated`` is before
