@@ -10,6 +10,8 @@
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
 MIN=${MIN:-7.0}; KILL=${KILL:-465}
+# v5 is what ran (git show 41bacdf:weights/imlscan-sparsevit-t-v5.safetensors); INIT=weights/<default> for a next stage.
+INIT=${INIT:-weights/imlscan-sparsevit-t-v5.safetensors}
 OUTD=${OUT:-/tmp/out}; mkdir -p "$OUTD"
 RUNS=${RUNS:-/tmp/runs}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
@@ -23,7 +25,7 @@ timeout -s TERM "$KILL" python3 -m imlscan train --data "$D" --model sparsevit-s
   --out "$RUNS/s" $COMMON > "$RUNS.s.log" 2>&1 &
 PS=$!
 # shellcheck disable=SC2086
-timeout -s TERM "$KILL" python3 -m imlscan train --data "$D" --init weights/imlscan-sparsevit-t-v5.safetensors \
+timeout -s TERM "$KILL" python3 -m imlscan train --data "$D" --init "$INIT" \
   --model sparsevit-t --batch-size "${BS_T:-16}" --lr 2e-4 --val-every "${VE_T:-400}" --workers "${W_T:-3}" --seed 22 \
   --name imlscan-sparsevit-t-gpu1 --out "$RUNS/t" $COMMON > "$RUNS.t.log" 2>&1 &
 PT=$!
