@@ -168,15 +168,15 @@ def test_flip_tta_maps_each_view_back_onto_the_image():
     spec.loader.exec_module(flip_tta)
     rgb = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     rgb[:, :40] //= 4
-    tiny_model = torch.nn.Conv2d(3, 1, (1, 3), padding=(0, 1), bias=False)
+    net = torch.nn.Conv2d(3, 1, (1, 3), padding=(0, 1), bias=False)
     with torch.no_grad():
-        tiny_model.weight.copy_(torch.tensor([1.0, -2.0, 0.5]).view(1, 1, 1, 3).expand(1, 3, 1, 3))
+        net.weight.copy_(torch.tensor([1.0, -2.0, 0.5]).view(1, 1, 1, 3).expand(1, 3, 1, 3))
     kw = {"mode": "native", "device": "cpu", "precision": "fp32"}
-    plain = Predictor(tiny_model, **kw)
-    mirror = flip_tta.FlipPredictor(tiny_model, views=("h",), **kw).predict_prob(rgb)
+    plain = Predictor(net, **kw)
+    mirror = flip_tta.FlipPredictor(net, views=("h",), **kw).predict_prob(rgb)
     np.testing.assert_allclose(mirror, plain.predict_prob(rgb[:, ::-1].copy())[:, ::-1], atol=1e-5)
     assert not np.allclose(mirror, plain.predict_prob(rgb), atol=1e-3)
-    ident = flip_tta.FlipPredictor(tiny_model, views=("id",), **kw).predict_prob(rgb)
+    ident = flip_tta.FlipPredictor(net, views=("id",), **kw).predict_prob(rgb)
     np.testing.assert_allclose(ident, plain.predict_prob(rgb), atol=1e-6)
     with pytest.raises(SystemExit):
-        flip_tta.FlipPredictor(tiny_model, views=("diagonal",), **kw)
+        flip_tta.FlipPredictor(net, views=("diagonal",), **kw)

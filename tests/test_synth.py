@@ -306,6 +306,10 @@ def test_synth_cli_area_and_kinds_shape_the_set(hosts, tmp_path):
         res = runner.invoke(app, [*args[:2], str(tmp_path / "x"), *args[3:], *bad])
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output
+    shown = " ".join(runner.invoke(app, ["synth", "--help"], env={"COLUMNS": "300"}).output.split())
+    cfg = SynthConfig()  # the help states the generator's defaults, which it does not pass itself
+    assert f"Default: {','.join(f'{v:g}' for v in cfg.area)}." in shown
+    assert f"Default: {','.join(f'{v:g}' for v in cfg.kinds)}." in shown
 
 
 def test_synth_cli_bad_input_is_one_line(tmp_path):

@@ -75,7 +75,10 @@ class SynthConfig:
         if not 0.0 <= self.negatives <= 1.0:
             raise UsageError(f"negatives share must be in [0, 1], got {self.negatives}")
         if not 0.0 < self.min_area <= self.area[0] <= self.area[1] < 1.0:
-            raise UsageError(f"bad region area range {self.area} (min_area {self.min_area})")
+            raise UsageError(
+                f"bad region area range {self.area} (min_area {self.min_area})",
+                hint=f"give MIN,MAX as fractions with {self.min_area} <= MIN <= MAX < 1, e.g. 0.01,0.4",
+            )
         if min(self.kinds) < 0 or sum(self.kinds) <= 0:
             raise UsageError("kind weights must be >= 0 and not all zero")
         if self.size is not None and self.size < 32:
