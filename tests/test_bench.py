@@ -57,8 +57,31 @@ def test_bench_end_to_end_and_native(tmp_path, rng):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["rows"]
     assert len(rows) == 2 and rows[1]["megapixels"] > rows[0]["megapixels"]
+    for row in rows:
+        assert row["seconds_first"] > 0 and row["seconds"] > 0
+        assert abs(row["seconds_per_megapixel"] - row["seconds"] / row["megapixels"]) < 1e-9
 
 
 def test_bench_bad_batch_is_usage_error():
     r = runner.invoke(app, ["bench", "--batch", "0"])
     assert r.exit_code == 2
+
+
+def test_native_bench_warms_up_at_the_tile_shape(monkeypatch):
+    """The first timed size must not pay for the tile shape's first run (kernel selection and
+    allocator growth on a GPU): the warm-up has to run a full tile before any timed scan."""
+    from imlscan.bench import run_native_scaling
+    from imlscan.models import create_model
+    from imlscan.predict import Predictor
+
+    shapes = []
+    real = Predictor.predict_prob
+
+    def recording(self, rgb, *a, **k):
+        shapes.append(rgb.shape[:2])
+        return real(self, rgb, *a, **k)
+
+    monkeypatch.setattr(Predictor, "predict_prob", recording)
+    out = run_native_scaling(create_model("sparsevit-test"), [0.02], device="cpu", tile=128, overlap=32)
+    assert shapes[0] == (128, 128)
+    assert len(shapes) == 3 and out["rows"][0]["tiles"] > 1

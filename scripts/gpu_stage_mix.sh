@@ -1,0 +1,34 @@
+#!/bin/bash
+# The default weights' second GPU stage (v10 candidate): sparsevit-t from v9 on v9's data mix (half
+# the default generator, half small regions of 0.5-6% of the image), all loader workers on one run,
+# then GPU inference benchmarks of the shipped weights. Run from the checkout root with the travel
+# subset in .gpu-data/ (python scripts/travel_subset.py ../shared/data .gpu-data); results in $OUT.
+#   MIN=7.0 KILL=470 bash scripts/gpu_stage_mix.sh
+# Tried on the CPU with tiny settings first: MIN=0.3 DEV=cpu W=1 VS=8 VE=5 BS=2 SIZE=64 bash scripts/gpu_stage_mix.sh
+set -u
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+MIN=${MIN:-7.0}; KILL=${KILL:-470}; DEV=${DEV:-cuda}
+INIT=${INIT:-weights/imlscan-sparsevit-t-v9.safetensors}
+OUTD=${OUT:-/tmp/out}; RUNS=${RUNS:-/tmp/runs}; mkdir -p "$OUTD" "$RUNS"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
+python3 -m imlscan --version || { echo "imlscan does not start"; exit 3; }
+D="synth:.gpu-data/hosts?regions=.gpu-data/regions"
+timeout -s TERM "$KILL" python3 -m imlscan train --data "$D" --data "$D&area=0.005,0.06" \
+  --data-weight 0.5 --data-weight 0.5 --val "$D" --init "$INIT" --model sparsevit-t \
+  --size "${SIZE:-512}" --batch-size "${BS:-16}" --lr "${LR:-1.5e-4}" --dice 0.5 --max-minutes "$MIN" \
+  --val-every "${VE:-1500}" --val-samples "${VS:-200}" --log-every 100 --select best-f1 \
+  --workers "${W:-13}" --threads "${TH:-3}" --precision fp32 --export-dtype fp16 --device "$DEV" \
+  --seed 23 --name imlscan-sparsevit-t-gpu2 --out "$RUNS/t" > "$RUNS/t.log" 2>&1
+echo "train exit $?"
+[ -f "$RUNS/t/best.safetensors" ] && cp "$RUNS/t/best.safetensors" "$OUTD/t-best.safetensors"
+tar czf "$OUTD/logs.tgz" -C "$RUNS" --exclude='*.pt' --exclude='*.safetensors' .
+tail -n 6 "$RUNS/t.log"
+# Inference speed of the shipped default on this GPU (random inputs; then decode-to-files end to end).
+W9=weights/imlscan-sparsevit-t-v9.safetensors
+timeout 50 python3 -m imlscan bench --weights "$W9" --device "$DEV" --batch 1,16 --precision fp32,bf16 \
+  --json > "$OUTD/bench-model.json" 2> "$OUTD/bench-model.err"; echo "bench model exit $?"
+timeout 35 python3 -m imlscan bench --weights "$W9" --device "$DEV" --native 1,12 --precision fp32 \
+  --no-baseline --json > "$OUTD/bench-native.json" 2> "$OUTD/bench-native.err"; echo "bench native exit $?"
+timeout 35 python3 -m imlscan bench --weights "$W9" --device "$DEV" --folder .gpu-data/hosts --limit 150 \
+  --precision fp32 --no-baseline --json > "$OUTD/bench-e2e.json" 2>&1; echo "bench e2e exit $?"
+tail -c 1500 "$OUTD/bench-model.json"
