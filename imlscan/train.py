@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imlscan.data.synth import SynthConfig, SynthGenerator, host_split, parse_fractions
+from imlscan.data.synth import SynthConfig, SynthGenerator, host_split, parse_area, parse_fractions
 from imlscan.data.transforms import AugmentConfig, PostConfig, augment_real, resize_mask
 from imlscan.device import autocast, cpu_has_native_bf16, device_name, resolve_device, resolve_precision
 from imlscan.errors import ImlscanError, UsageError
@@ -215,7 +215,7 @@ def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
         if "kinds" in opts:
             kw["kinds"] = parse_fractions(opts["kinds"], 3, f"{spec!r}: kinds (splice,copymove,removal)")
         if "area" in opts:
-            kw["area"] = parse_fractions(opts["area"], 2, f"{spec!r}: area (min,max)")
+            kw.update(parse_area(opts["area"], f"{spec!r}: area (min,max)"))
         if "max_side" in opts:
             kw["max_side"] = int(opts["max_side"])
         if opts.get("post", "1") in ("0", "off", "false", "no"):

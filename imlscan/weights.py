@@ -419,22 +419,44 @@ def locate_weights(weights: str | os.PathLike | None) -> LocatedWeights | None:
     no default yet. Hub files are verified against their sha256 before they are returned."""
     if weights is None:
         return _locate_default()
+    s = _classify(weights)
+    if s.path is not None:
+        return _locate_path(s.path)
+    if s.entry is None:
+        return LocatedWeights(hub.fetch(s.ref), s.label)  # type: ignore[arg-type]
+    return LocatedWeights(hub.fetch_registered(s.label), f"registry:{s.label}", s.entry.sha256)
+
+
+@dataclass(frozen=True)
+class _WeightsSpec:
+    """What a ``--weights`` value names, before anything is read or downloaded: a local path, a
+    Hub reference, or a registered name (``entry`` set, ``ref`` its pinned Hub file)."""
+
+    label: str
+    path: Path | None = None
+    ref: hub.HubRef | None = None
+    entry: hub.RegisteredWeights | None = None
+
+
+def _classify(weights: str | os.PathLike) -> _WeightsSpec:
+    """The one order of interpretation that ``locate_weights`` (which downloads) and
+    ``local_target`` (which never does) share, so the two cannot disagree on what a value means."""
     if isinstance(weights, os.PathLike):
-        return _locate_path(Path(weights))
+        return _WeightsSpec(str(weights), path=Path(weights))
     spec = str(weights).strip()
     if not spec:
         raise UsageError("empty weights value", hint=hub.registry_hint())
     path = Path(spec).expanduser()
     if path.exists():
-        return _locate_path(path)
+        return _WeightsSpec(spec, path=path)
     if hub.is_hf_hub_spec(spec):
         ref = hub.parse_hf_hub(spec)
-        return LocatedWeights(hub.fetch(ref), str(ref))
+        return _WeightsSpec(str(ref), ref=ref)
     entry = hub.registered(spec)
     if entry is not None:
-        return LocatedWeights(hub.fetch_registered(spec), f"registry:{spec}", entry.sha256)
+        return _WeightsSpec(spec, ref=entry.ref, entry=entry)
     if path.suffix or os.sep in spec or "/" in spec:
-        return _locate_path(path)
+        return _WeightsSpec(spec, path=path)
     raise ImlscanError(f"unknown weights {spec!r}: not a file and not a registered name", hint=hub.registry_hint())
 
 
@@ -455,18 +477,29 @@ def _missing_default(name: str) -> ImlscanError:
     )
 
 
-def _locate_default() -> LocatedWeights | None:
+def _default_parts() -> tuple[str, hub.RegisteredWeights | None, Path | None] | None:
+    """The default's name in weights/DEFAULT, its registry entry and its embedded file (``None``
+    when no default is named); raises when it is neither embedded nor registered."""
     name = default_weights_name()
     if name is None:
         return None
     entry = hub.registered(Path(name).stem)
     path = default_weights_path()
+    if path is None and entry is None:
+        raise _missing_default(name)
+    return name, entry, path
+
+
+def _locate_default() -> LocatedWeights | None:
+    parts = _default_parts()
+    if parts is None:
+        return None
+    name, entry, path = parts
     if path is not None:
         sha = hub.check_sha256(path, entry.sha256, f"embedded default {name}", in_cache=False) if entry else None
         return LocatedWeights(path, "embedded default", sha)
-    if entry is not None:
-        return LocatedWeights(hub.fetch_registered(entry.name), f"registry:{entry.name} (default)", entry.sha256)
-    raise _missing_default(name)
+    assert entry is not None
+    return LocatedWeights(hub.fetch_registered(entry.name), f"registry:{entry.name} (default)", entry.sha256)
 
 
 # --- inspection (never downloads) --------------------------------------------------------------
@@ -488,38 +521,25 @@ def local_target(spec: str | os.PathLike | None) -> LocalTarget:
     are looked up in the Hub cache only. ``None`` is the default weights, as for ``--weights``."""
     if spec is None:
         return _default_target()
-    if isinstance(spec, os.PathLike):
-        return LocalTarget(str(spec), _locate_path(Path(spec)).path)
-    spec = str(spec).strip()
-    path = Path(spec).expanduser()
-    if path.exists():
-        return LocalTarget(spec, _locate_path(path).path)
-    if hub.is_hf_hub_spec(spec):
-        ref = hub.parse_hf_hub(spec)
-        return LocalTarget(str(ref), hub.cached_file(ref), ref=ref)
-    entry = hub.registered(spec)
-    if entry is not None:
-        return LocalTarget(spec, hub.cached_file(entry.ref), entry=entry, ref=entry.ref)
-    if path.suffix or "/" in spec or os.sep in spec:
-        return LocalTarget(spec, _locate_path(path).path)
-    raise ImlscanError(f"unknown weights {spec!r}: not a file and not a registered name", hint=hub.registry_hint())
+    s = _classify(spec)
+    if s.path is not None:
+        return LocalTarget(s.label, _locate_path(s.path).path)
+    return LocalTarget(s.label, hub.cached_file(s.ref), entry=s.entry, ref=s.ref)  # type: ignore[arg-type]
 
 
 def _default_target() -> LocalTarget:
     """The default weights as ``scan`` would find them: the embedded file, else its registered
     download in the Hub cache."""
-    name = default_weights_name()
-    if name is None:
+    parts = _default_parts()
+    if parts is None:
         raise ImlscanError(
             "this installation has no default weights (weights/DEFAULT names none)", hint=hub.registry_hint()
         )
-    entry = hub.registered(Path(name).stem)
-    path = default_weights_path()
+    name, entry, path = parts
     if path is not None:
         return LocalTarget(f"default: {name}", path, entry=entry)
-    if entry is not None:
-        return LocalTarget(f"default: {entry.name}", hub.cached_file(entry.ref), entry=entry, ref=entry.ref)
-    raise _missing_default(name)
+    assert entry is not None
+    return LocalTarget(f"default: {entry.name}", hub.cached_file(entry.ref), entry=entry, ref=entry.ref)
 
 
 def _not_downloaded(target: LocalTarget) -> ImlscanError:

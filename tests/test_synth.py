@@ -302,7 +302,7 @@ def test_synth_cli_area_and_kinds_shape_the_set(hosts, tmp_path):
     assert {r["kind"] for r in manifest["samples"]} == {"copymove"}
     for rec in manifest["samples"]:
         assert 0.005 <= rec["area"] <= 0.06  # drawn in [0.005, 0.03]; shapes are fitted approximately
-    for bad in (["--area", "0.01"], ["--kinds", "a,b,c"], ["--area", "0.001,0.1"]):
+    for bad in (["--area", "0.01"], ["--kinds", "a,b,c"], ["--area", "0.0005,0.1"], ["--area", "0.2,0.1"]):
         res = runner.invoke(app, [*args[:2], str(tmp_path / "x"), *args[3:], *bad])
         assert res.exit_code == 2, res.output
         assert "Traceback" not in res.output
@@ -310,6 +310,24 @@ def test_synth_cli_area_and_kinds_shape_the_set(hosts, tmp_path):
     cfg = SynthConfig()  # the help states the generator's defaults, which it does not pass itself
     assert f"Default: {','.join(f'{v:g}' for v in cfg.area)}." in shown
     assert f"Default: {','.join(f'{v:g}' for v in cfg.kinds)}." in shown
+
+
+def test_regions_under_the_default_floor_can_be_asked_for(tmp_path, rng):
+    """--area under 0.5% lowers the rejection floor with it (recorded in the manifest), and the
+    samples are that small: before, such a range was refused."""
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(4):
+        Image.fromarray(textured_photo(rng, 240, 320)).save(d / f"h{i}.png")
+    out = tmp_path / "tiny-regions"
+    args = ["synth", str(d), str(out), "-n", "6", "--split", "all", "--negatives", "0", "--no-post"]
+    res = runner.invoke(app, [*args, "--area", "0.002,0.004", "--kinds", "1,1,0"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["config"]["min_area"] == 0.002
+    drawn = [r["area"] for r in manifest["samples"] if r["kind"] != "negative"]
+    assert len(drawn) >= 4 and all(0.0015 <= a <= 0.008 for a in drawn)  # all under the old 0.5% floor but one
+    assert sum(a < 0.005 for a in drawn) >= len(drawn) - 1
 
 
 def test_synth_cli_bad_input_is_one_line(tmp_path):

@@ -163,6 +163,22 @@ def test_missing_file_and_unknown_name(tmp_path):
     assert "unknown weights 'no-such-model'" in _error("no-such-model")
 
 
+@pytest.mark.parametrize("spec", ["", "  ", "no-such-model", "missing/nope.safetensors", "hf-hub:org"])
+def test_inspection_reads_a_weights_value_as_scan_does(spec, tmp_path, monkeypatch):
+    """`weights info/verify` (never downloads) and `scan --weights` (may download) share one
+    reading of the value: the same error class and message, never a different interpretation
+    (an empty value once made `info` inspect the current folder)."""
+    from imlscan.weights import local_target, locate_weights
+
+    monkeypatch.chdir(tmp_path)
+    errors = []
+    for resolve in (locate_weights, local_target):
+        with pytest.raises(ImlscanError) as e:
+            resolve(spec)
+        errors.append((type(e.value), str(e.value)))
+    assert errors[0] == errors[1]
+
+
 def test_invalid_preprocessing_spec_is_refused(tiny_model, tmp_path):
     p = tmp_path / "prep.safetensors"
     meta = build_metadata(tiny_model, name="prep")

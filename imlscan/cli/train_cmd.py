@@ -228,7 +228,7 @@ def synth(
     area: str = typer.Option(
         None,
         "--area",
-        help="Region size range MIN,MAX as fractions of the image, log-uniform, MIN >= 0.005. Default: 0.01,0.4.",
+        help="Region size range MIN,MAX as fractions of the image, log-uniform, MIN >= 0.001. Default: 0.01,0.4.",
         show_default=False,
     ),
     kinds: str = typer.Option(
@@ -247,12 +247,12 @@ def synth(
 
     Example: imlscan synth photos/ synth-val/ -n 500 --split val --seed 1
     """
-    from imlscan.data.synth import SynthConfig, SynthGenerator, parse_fractions, write_dataset
+    from imlscan.data.synth import SynthConfig, SynthGenerator, parse_area, parse_fractions, write_dataset
     from imlscan.data.transforms import PostConfig
 
     shape: dict = {}
     if area is not None:
-        shape["area"] = parse_fractions(area, 2, "--area")
+        shape.update(parse_area(area, "--area"))
     if kinds is not None:
         shape["kinds"] = parse_fractions(kinds, 3, "--kinds")
     cfg = SynthConfig(

@@ -106,6 +106,22 @@ def parse_fractions(text: str, n: int, what: str) -> tuple[float, ...]:
     return values
 
 
+MIN_REGION_AREA = 0.001  # 0.1% of the image (about 260 pixels at 512x512): the smallest region drawn
+
+
+def parse_area(text: str, what: str) -> dict:
+    """``"MIN,MAX"`` -> the ``SynthConfig`` keywords ``area`` and ``min_area``: the rejection floor
+    (``min_area``, 0.5% by default) is lowered to MIN when MIN is under it, so asking for smaller
+    regions gets them instead of an error (real forgeries go down to 0.2% of the image)."""
+    lo, hi = parse_fractions(text, 2, what)
+    if not MIN_REGION_AREA <= lo <= hi < 1.0:
+        raise UsageError(
+            f"{what}: need {MIN_REGION_AREA} <= MIN <= MAX < 1, got {text!r}",
+            hint="e.g. 0.01,0.4 (the default), or 0.002,0.06 for small regions",
+        )
+    return {"area": (lo, hi), "min_area": min(SynthConfig.min_area, lo)}
+
+
 @dataclass
 class SynthSample:
     """One generated sample; ``image``/``mask`` are final, ``manipulated`` is before
