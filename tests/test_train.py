@@ -377,19 +377,44 @@ def test_cli_train_resume_and_errors(tmp_path, hosts):
     assert res.exit_code == 2 and "--max-steps or --max-minutes" in res.output
 
 
+_RECORDING_LAUNCHER = """
+import json, os, sys
+import imlscan.train as t
+
+real = t._mean_over_ranks
+
+
+def recording(window, keys, device):
+    out = real(window, keys, device)
+    with open(os.environ["MEAN_LOG"] + "." + os.environ["RANK"], "a") as f:
+        f.write(json.dumps({"in": {k: window[k] for k in keys}, "out": out}) + "\\n")
+    return out
+
+
+t._mean_over_ranks = recording
+from imlscan.cli import main
+
+sys.argv = ["imlscan", *sys.argv[1:]]
+main()
+"""
+
+
 def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     """The DistributedDataParallel path (gloo on the CPU): both ranks step in lockstep, log finite
-    losses, only rank 0 writes, and the export loads (the averaging itself: the next test)."""
+    losses, only rank 0 writes, and the export loads. The launcher records what each rank passes
+    to the loss averaging, so the test also checks that the trainer averages at every log step
+    and that the logged loss is the pooled one (the averaging itself: the next test)."""
     import os
     import subprocess
     import sys
 
-    run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd += ["-m", "imlscan", "train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64"]
+    run, launcher = tmp_path / "ddp", tmp_path / "launch.py"
+    launcher.write_text(_RECORDING_LAUNCHER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(launcher)]
+    cmd += ["train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64"]
     cmd += ["--batch-size", "2", "--max-steps", "4", "--val-samples", "2", "--val-every", "2", "--log-every", "2"]
     cmd += ["--workers", "0", "--precision", "fp32", "--device", "cpu", "--out", str(run)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEAN_LOG": str(tmp_path / "mean")}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads((run / "summary.json").read_text())
@@ -398,6 +423,12 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     assert "batch 2 x 2 process(es)" in (run / "train.log").read_text()
     losses = _train_losses(run)
     assert sorted(losses) == [2, 4] and all(math.isfinite(v) and v > 0 for v in losses.values())
+    calls = [[json.loads(x) for x in (tmp_path / f"mean.{r}").read_text().splitlines()] for r in (0, 1)]
+    assert len(calls[0]) == len(calls[1]) == 2  # one averaging per log step, on both ranks
+    for step, a, b in zip((2, 4), *calls):
+        assert a["in"]["loss"] != b["in"]["loss"]  # the shards differ, so averaging matters
+        pooled = (a["in"]["loss"] + b["in"]["loss"]) / (a["in"]["ok"] + b["in"]["ok"])
+        assert losses[step] == pytest.approx(pooled, abs=2e-6)
     from imlscan.weights import load_model
 
     assert load_model(run / "best.safetensors", device="cpu").weights_info.trained
