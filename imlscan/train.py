@@ -49,8 +49,10 @@ BEST = "best.safetensors"
 EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 SYNTH_KEYS = {"regions", "negatives", "seed", "split", "kinds", "area", "post", "max_side", "val_fraction"}
 RESUMABLE = ("max_steps", "max_minutes", "workers", "threads", "val_every", "log_every", "save_every")
-CALIBRATION_STEPS = (5, 25)  # timing starts after step 5 and lasts at least to step 25, and at least
-CALIBRATION_WINDOW = (0.05, 60.0)  # 5% of the time budget, capped at 60 s (see calibration_done)
+# A --max-minutes run sizes its cosine from the speed timed after step 5, over at least 20 steps
+# and at least 5% of the time budget, at most 60 s (see sizing_window_done).
+SIZING_STEPS = (5, 25)
+SIZING_WINDOW = (0.05, 60.0)
 MAX_BAD_STEPS_IN_A_ROW = 20  # non-finite updates skipped in a row before the run stops
 
 
@@ -812,7 +814,7 @@ class Trainer:
         session_start, session_step0 = time.monotonic(), st.step
         elapsed0 = st.elapsed_s
         window: dict = {"t": time.monotonic(), "n": 0, "ok": 0, "loss": 0.0, "bce": 0.0, "dice": 0.0}
-        calib_t0 = None
+        sizing_t0 = None
         stop_reason = None
         bad_in_a_row = 0
         progress = _Progress(self) if self.dist.main else None
@@ -860,12 +862,12 @@ class Trainer:
                 # size the schedule from measured speed when only a time budget was given
                 if st.total_steps is None and cfg.max_minutes:
                     done = st.step - session_step0
-                    if done == CALIBRATION_STEPS[0]:
-                        calib_t0 = time.monotonic()
-                    elif calib_t0 is not None and calibration_done(
-                        done - CALIBRATION_STEPS[0], time.monotonic() - calib_t0, budget
+                    if done == SIZING_STEPS[0]:
+                        sizing_t0 = time.monotonic()
+                    elif sizing_t0 is not None and sizing_window_done(
+                        done - SIZING_STEPS[0], time.monotonic() - sizing_t0, budget
                     ):
-                        per_step = (time.monotonic() - calib_t0) / (done - CALIBRATION_STEPS[0])
+                        per_step = (time.monotonic() - sizing_t0) / (done - SIZING_STEPS[0])
                         st.total_steps = _estimate_total(
                             st.step,
                             per_step,
@@ -1034,7 +1036,7 @@ def selection_score(metrics: dict, select: str = "f1") -> float:
     return auc if select == "auc" else finite(SELECTION_METRICS[select]) + 1e-3 * auc
 
 
-def calibration_done(steps_timed: int, seconds_timed: float, budget_s: float) -> bool:
+def sizing_window_done(steps_timed: int, seconds_timed: float, budget_s: float) -> bool:
     """Whether the speed measured so far may size the cosine of a ``--max-minutes`` run.
 
     Twenty steps are enough on a CPU, but not where many loader workers start up while the GPU is
@@ -1042,8 +1044,8 @@ def calibration_done(steps_timed: int, seconds_timed: float, budget_s: float) ->
     11,558, and spent its last 12% at the minimum learning rate. So the window also lasts a share of
     the budget, which covers the workers' start-up without delaying long CPU runs by more than a
     minute."""
-    share, cap = CALIBRATION_WINDOW
-    return steps_timed >= CALIBRATION_STEPS[1] - CALIBRATION_STEPS[0] and seconds_timed >= min(cap, share * budget_s)
+    share, cap = SIZING_WINDOW
+    return steps_timed >= SIZING_STEPS[1] - SIZING_STEPS[0] and seconds_timed >= min(cap, share * budget_s)
 
 
 def _default_warmup(total: int | None) -> int:

@@ -326,8 +326,8 @@ def test_regions_under_the_default_floor_can_be_asked_for(tmp_path, rng):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["config"]["min_area"] == 0.002
     drawn = [r["area"] for r in manifest["samples"] if r["kind"] != "negative"]
-    assert len(drawn) >= 4 and all(0.0015 <= a <= 0.008 for a in drawn)  # all under the old 0.5% floor but one
-    assert sum(a < 0.005 for a in drawn) >= len(drawn) - 1
+    assert len(drawn) >= 4 and all(0.0015 <= a <= 0.008 for a in drawn)  # shapes are fitted approximately
+    assert sum(a < 0.005 for a in drawn) >= len(drawn) - 1  # all but at most one under the old 0.5% floor
 
 
 def test_synth_cli_bad_input_is_one_line(tmp_path):

@@ -24,12 +24,12 @@ from imlscan.train import (
     TrainStream,
     apply_update,
     build_sources,
-    calibration_done,
     load_run_config,
     lr_at,
     param_groups,
     parse_synth_spec,
     selection_score,
+    sizing_window_done,
     train,
 )
 
@@ -174,26 +174,26 @@ def test_weight_decay_skips_norms_biases_and_gammas(tiny_model):
 
 def test_schedule_sizing_waits_for_steady_speed():
     """20 timed steps suffice only once the window also covers 5% of the budget (at most 60 s)."""
-    assert not calibration_done(20, 0.8, 420.0)  # a 7-minute GPU run: 20 fast steps are not enough
-    assert not calibration_done(500, 20.9, 420.0) and calibration_done(500, 21.0, 420.0)
-    assert not calibration_done(19, 100.0, 420.0)  # never fewer than 20 steps
-    assert not calibration_done(30, 59.0, 5400.0) and calibration_done(30, 60.0, 5400.0)  # capped at 60 s
+    assert not sizing_window_done(20, 0.8, 420.0)  # a 7-minute GPU run: 20 fast steps are not enough
+    assert not sizing_window_done(500, 20.9, 420.0) and sizing_window_done(500, 21.0, 420.0)
+    assert not sizing_window_done(19, 100.0, 420.0)  # never fewer than 20 steps
+    assert not sizing_window_done(30, 59.0, 5400.0) and sizing_window_done(30, 60.0, 5400.0)  # capped at 60 s
 
 
 def test_a_time_budget_sizes_the_schedule_once_the_window_is_done(tmp_path, one_pair, monkeypatch):
-    """The loop asks calibration_done and sizes the cosine from the steps it timed (a short window
+    """The loop asks sizing_window_done and sizes the cosine from the steps it timed (a short window
     here: the real one needs seconds of training)."""
     import imlscan.train as train_mod
 
-    monkeypatch.setattr(train_mod, "CALIBRATION_STEPS", (1, 3))
-    monkeypatch.setattr(train_mod, "CALIBRATION_WINDOW", (0.0, 0.0))
+    monkeypatch.setattr(train_mod, "SIZING_STEPS", (1, 3))
+    monkeypatch.setattr(train_mod, "SIZING_WINDOW", (0.0, 0.0))
     summary = train(_cfg(tmp_path, "sized", [str(one_pair)], max_minutes=0.06, val=["none"], augment=False))
     log = (tmp_path / "sized" / "train.log").read_text()
     assert "schedule:" in log and summary["steps"] >= 3, log
     ckpt = torch.load(tmp_path / "sized" / "last.pt", weights_only=True)
     assert ckpt["state"]["total_steps"] >= 3
 
-    monkeypatch.setattr(train_mod, "CALIBRATION_WINDOW", (2.0, 1e9))  # a window longer than the run
+    monkeypatch.setattr(train_mod, "SIZING_WINDOW", (2.0, 1e9))  # a window longer than the run
     train(_cfg(tmp_path, "unsized", [str(one_pair)], max_minutes=0.03, val=["none"], augment=False))
     assert "schedule:" not in (tmp_path / "unsized" / "train.log").read_text()
 
