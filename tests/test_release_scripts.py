@@ -180,3 +180,43 @@ def test_flip_tta_maps_each_view_back_onto_the_image():
     np.testing.assert_allclose(ident, plain.predict_prob(rgb), atol=1e-6)
     with pytest.raises(SystemExit):
         flip_tta.FlipPredictor(net, views=("diagonal",), **kw)
+
+
+def test_average_weights_interpolates_every_tensor_and_drops_the_calibration(tmp_path, tiny_model):
+    import copy
+
+    import torch
+
+    from imlscan.models import create_model
+    from imlscan.weights import load_state_dict
+
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(torch.randn_like(p))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_weights(tiny_model, a, name="start", variant="sparsevit-test")
+    save_weights(other, b, name="tuned", variant="sparsevit-test", extra={"calibration": {"threshold": 0.3}})
+    assert "calibration" in read_metadata(b)
+    out = tmp_path / "avg.safetensors"
+    script = [sys.executable, str(SCRIPTS / "average_weights.py")]
+    subprocess.run([*script, str(a), str(b), "--weight", "1", "--weight", "3", "--out", str(out)], check=True)
+    sa, sb, avg = load_state_dict(a), load_state_dict(b), load_state_dict(out)
+    assert avg.keys() == sa.keys()
+    assert any(not v.is_floating_point() for v in sa.values())  # integer buffers are copied, not averaged
+    for k in sa:
+        if sa[k].is_floating_point():
+            torch.testing.assert_close(avg[k], 0.25 * sa[k] + 0.75 * sb[k], rtol=1e-5, atol=1e-6)
+        else:
+            assert torch.equal(avg[k], sb[k])
+    meta = read_metadata(out)
+    assert "calibration" not in meta  # the averaged bias fits neither file's threshold
+    assert [(e["name"], e["weight"]) for e in meta["provenance"]["average"]] == [("start", 0.25), ("tuned", 0.75)]
+    assert meta["name"] == "avg"
+
+    wider = tmp_path / "wider.safetensors"
+    torch.manual_seed(0)
+    save_weights(create_model("sparsevit-test", dims=(16, 16, 32, 32)), wider, name="w", variant="sparsevit-test")
+    bad = subprocess.run([*script, str(a), str(wider), "--out", str(tmp_path / "x.safetensors")], capture_output=True)
+    assert bad.returncode != 0 and b"configs differ" in bad.stderr
+    assert not (tmp_path / "x.safetensors").exists()
