@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from imlscan.errors import ImlscanError
 from imlscan.hub import file_sha256
 from imlscan.weights import load_state_dict, model_from_file, read_metadata, save_weights
 
@@ -35,7 +36,10 @@ def main() -> None:
         ap.error("--weight: one non-negative value per file, not all zero")
     weights = [w / sum(weights) for w in weights]
 
-    metas = [read_metadata(f) for f in args.files]
+    try:
+        metas = [read_metadata(f) for f in args.files]
+    except ImlscanError as e:
+        raise SystemExit(f"error: {e.message}") from None
     if any(m.get("config") != metas[0].get("config") for m in metas):
         ap.error("the files' model configs differ: only files of one variant and config can be averaged")
     model, _ = model_from_file(args.files[-1])

@@ -220,3 +220,9 @@ def test_average_weights_interpolates_every_tensor_and_drops_the_calibration(tmp
     bad = subprocess.run([*script, str(a), str(wider), "--out", str(tmp_path / "x.safetensors")], capture_output=True)
     assert bad.returncode != 0 and b"configs differ" in bad.stderr
     assert not (tmp_path / "x.safetensors").exists()
+    not_weights = tmp_path / "pairs.json"
+    not_weights.write_text("[]")
+    bad = subprocess.run(
+        [*script, str(a), str(not_weights), "--out", str(tmp_path / "x.safetensors")], capture_output=True
+    )
+    assert bad.returncode == 1 and b"Traceback" not in bad.stderr and b"not a safetensors" in bad.stderr
