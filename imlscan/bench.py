@@ -278,6 +278,7 @@ def run_native_scaling(
     precision: str = "fp32",
     tile: int = 1024,
     overlap: int = 128,
+    cudnn: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Native-resolution scans of 4:3 images of the given sizes through the tiled predictor:
@@ -290,7 +291,7 @@ def run_native_scaling(
     from imlscan.predict import Predictor
 
     dev = resolve_device(device)
-    pred = Predictor(model, device=dev, precision=precision, mode="native", tile=tile, overlap=overlap)
+    pred = Predictor(model, device=dev, precision=precision, mode="native", tile=tile, overlap=overlap, cudnn=cudnn)
     rng = np.random.default_rng(0)
     pred.predict_prob(rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8))  # warm-up at the tile shape
     rows = []
@@ -322,4 +323,11 @@ def run_native_scaling(
         if log:
             log(f"{h * w / 1e6:6.1f} MP ({w}x{h}): {dt:7.2f} s (first scan {first:.2f} s), peak {mem['mb']:.0f} MB")
         del img, prob
-    return {"device": device_name(dev), "precision": pred.precision, "tile": tile, "overlap": overlap, "rows": rows}
+    return {
+        "device": device_name(dev),
+        "precision": pred.precision,
+        "cudnn": cudnn and dev.type == "cuda",
+        "tile": tile,
+        "overlap": overlap,
+        "rows": rows,
+    }

@@ -77,6 +77,24 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def cudnn_enabled(device: torch.device, enabled: bool) -> Iterator[None]:
+    """Turn cuDNN on or off for the work inside (CUDA only; elsewhere a no-op).
+
+    Inference leaves it off: on an H200 its per-shape set-up made the first scan at each new image
+    size take 2-5 s, against 0.04-0.12 s without it, and repeated scans were as fast without it
+    (README, Performance; ``scripts/first_scan_cause.py``)."""
+    if device.type != "cuda" or torch.backends.cudnn.enabled == enabled:
+        yield
+        return
+    before = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = before
+
+
 def device_name(dev: torch.device) -> str:
     """What a measurement ran on, for reports and weights provenance: the GPU's name, or the CPU
     model and its logical core count."""

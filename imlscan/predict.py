@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from imlscan.device import autocast, resolve_device, resolve_precision
+from imlscan.device import autocast, cudnn_enabled, resolve_device, resolve_precision
 from imlscan.errors import UsageError
 from imlscan.models.fuse import fast_forward
 from imlscan.models.sparsevit import SparseViT
@@ -61,6 +61,7 @@ class Predictor:
         batch_size: int = DEFAULT_BATCH_SIZE,
         fast: bool = True,
         compile: bool = False,
+        cudnn: bool = False,
     ):
         info = getattr(model, "weights_info", None)
         prep = info.preprocessing if info is not None else {}
@@ -88,6 +89,7 @@ class Predictor:
         self._std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, 3, 1, 1) * 255.0
         # The fast path (folded weights, channels-last, bf16 weights on CPU) computes the same
         # function (tested); fast=False runs the network exactly as trained, for comparison.
+        self.cudnn = bool(cudnn)  # CUDA only; see imlscan.device.cudnn_enabled for why it is off
         self.fast = fast and isinstance(model, SparseViT)
         self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
 
@@ -99,10 +101,11 @@ class Predictor:
 
     @torch.inference_mode()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        if self._forward is not None:
-            return self._forward(x)
-        with autocast(self.device, self.precision):
-            return self.model(x).float()
+        with cudnn_enabled(self.device, self.cudnn):
+            if self._forward is not None:
+                return self._forward(x)
+            with autocast(self.device, self.precision):
+                return self.model(x).float()
 
     def model_input(self, rgb: np.ndarray) -> np.ndarray:
         """The image as the network sees it in the current mode (before normalization)."""

@@ -47,7 +47,19 @@ CHECKPOINT = "last.pt"
 SELECTION_METRICS = {"f1": "pixel_f1", "best-f1": "pixel_f1_best", "auc": "pixel_auc"}
 BEST = "best.safetensors"
 EXPORT_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-SYNTH_KEYS = {"regions", "negatives", "seed", "split", "kinds", "area", "post", "max_side", "val_fraction"}
+SYNTH_KEYS = {
+    "regions",
+    "negatives",
+    "seed",
+    "split",
+    "kinds",
+    "area",
+    "post",
+    "max_side",
+    "host_resize",
+    "translate",
+    "val_fraction",
+}
 RESUMABLE = ("max_steps", "max_minutes", "workers", "threads", "val_every", "log_every", "save_every")
 # A --max-minutes run sizes its cosine from the speed timed after step 5, over at least 20 steps
 # and at least 5% of the time budget, at most 60 s (see sizing_window_done).
@@ -221,6 +233,10 @@ def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
             kw.update(parse_area(opts["area"], f"{spec!r}: area (min,max)"))
         if "max_side" in opts:
             kw["max_side"] = int(opts["max_side"])
+        if "host_resize" in opts:
+            kw["host_resize"] = float(opts["host_resize"])
+        if "translate" in opts:
+            kw["translate"] = float(opts["translate"])
         if opts.get("post", "1") in ("0", "off", "false", "no"):
             kw["post"] = PostConfig.disabled()
         sseed = int(opts.get("seed", seed))
@@ -722,6 +738,31 @@ class Trainer:
             )
         return bad_in_a_row
 
+    def _resize_schedule(self, segment: tuple[float, int], remaining_s: float) -> None:
+        """Fit the cosine of a time-sized run to the time left, from the speed of the training
+        since the last validation and the time this validation took.
+
+        The first sizing sees only the first steps and the first validation, which pays one-off
+        costs (loader workers starting, first runs of each shape): an H200 run sized that way
+        counted 12.9 s per validation against 3 s later, ended its cosine at step 7,019 and ran
+        to 8,524 at the minimum learning rate. Re-fitting at each validation keeps the end of the
+        cosine at the end of the budget; the learning rate moves by a few percent at a re-fit."""
+        st = self.state
+        seconds, steps = segment
+        total = st.total_steps
+        if self.dist.main and steps > 0 and st.step >= st.warmup:
+            per_step = seconds / steps
+            fitted = _estimate_total(st.step, per_step, remaining_s, self.val_seconds, self.cfg.val_every)
+            if abs(fitted - total) > 0.01 * total:
+                total = max(st.step + 1, fitted)
+        if self.dist.on:
+            total = _broadcast_int(total, self.device)
+        if total != st.total_steps:
+            self.log(
+                f"schedule: re-fitted to the time left ({seconds / max(steps, 1):.3f}s/step) -> cosine to step {total}"
+            )
+            st.total_steps = total
+
     def _run_validation(self) -> None:
         st = self.state
         if self.dist.main and self.val_set is not None:
@@ -815,6 +856,8 @@ class Trainer:
         elapsed0 = st.elapsed_s
         window: dict = {"t": time.monotonic(), "n": 0, "ok": 0, "loss": 0.0, "bce": 0.0, "dice": 0.0}
         sizing_t0 = None
+        time_sized = st.total_steps is None and bool(cfg.max_minutes)
+        seg = (time.monotonic(), st.step)  # training time and step since the last validation
         stop_reason = None
         bad_in_a_row = 0
         progress = _Progress(self) if self.dist.main else None
@@ -909,7 +952,11 @@ class Trainer:
                     )
                     window = {"t": time.monotonic(), "n": 0, "ok": 0, "loss": 0.0, "bce": 0.0, "dice": 0.0}
                 if self.val_set is not None and st.step % cfg.val_every == 0:
+                    seg_s = time.monotonic() - seg[0]
                     self._run_validation()
+                    if time_sized and st.total_steps is not None:
+                        self._resize_schedule((seg_s, st.step - seg[1]), budget - (time.monotonic() - session_start))
+                    seg = (time.monotonic(), st.step)
                 if st.step % (cfg.save_every or cfg.val_every) == 0:
                     st.elapsed_s = elapsed0 + time.monotonic() - session_start
                     self._save_checkpoint()

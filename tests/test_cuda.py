@@ -75,3 +75,15 @@ def test_bench_reports_cuda_memory(tmp_path):
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)["results"]
     assert rows and all(x["memory_kind"] == "cuda max allocated" and x["peak_memory_mb"] > 0 for x in rows)
+
+
+def test_cudnn_off_by_default_same_maps_flag_restored(tiny_model, rng):
+    """Scans run with cuDNN off (its per-shape set-up made first scans take seconds); the maps
+    match a cuDNN run, and the process-wide flag is left as it was."""
+    img = textured_photo(rng, 150, 230)
+    kw = dict(device="cuda", precision="fp32", mode="native", tile=64, overlap=16)
+    before = torch.backends.cudnn.enabled
+    off = Predictor(tiny_model, **kw).predict_prob(img)
+    on = Predictor(tiny_model, cudnn=True, **kw).predict_prob(img)
+    assert torch.backends.cudnn.enabled == before
+    assert float(np.abs(off - on).max()) < 2e-3

@@ -226,3 +226,32 @@ def test_average_weights_interpolates_every_tensor_and_drops_the_calibration(tmp
         [*script, str(a), str(not_weights), "--out", str(tmp_path / "x.safetensors")], capture_output=True
     )
     assert bad.returncode == 1 and b"Traceback" not in bad.stderr and b"not a safetensors" in bad.stderr
+
+
+def test_breakdown_by_kind_groups_by_what_the_generator_did(tmp_path):
+    """The model card's per-case table: translated-only pastes apart from resampled ones, negatives
+    and perturbed rows left out, means per group."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from breakdown_by_kind import breakdown
+    finally:
+        sys.path.pop(0)
+    samples = [
+        {"kind": "copymove", "scale": 1.0, "angle": 0.0},
+        {"kind": "copymove", "scale": 1.2, "angle": 0.0},
+        {"kind": "copymove", "scale": 1.0, "angle": 0.0},
+        {"kind": "negative"},
+        {"kind": "removal"},
+    ]
+    (tmp_path / "manifest.json").write_text(json.dumps({"samples": samples}))
+    rows = [("clean", 0, 0.2), ("clean", 1, 0.9), ("clean", 2, 0.4), ("clean", 3, 0.0), ("clean", 4, 0.7)]
+    rows.append(("jpeg:50", 0, 0.0))
+    lines = ["setting,index,pixel_f1_best,pixel_auc,pixel_f1"]
+    lines += [f"{s},{i},{v},{v},{v}" for s, i, v in rows]
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "per_image.csv").write_text("\n".join(lines) + "\n")
+    got = breakdown(tmp_path / "manifest.json", tmp_path / "ev")
+    assert set(got) == {"copymove, translated only", "copymove, scaled or rotated", "removal"}
+    assert got["copymove, translated only"]["n"] == 2
+    assert got["copymove, translated only"]["pixel_f1_best"] == pytest.approx(0.3)
+    assert got["copymove, scaled or rotated"]["pixel_auc"] == pytest.approx(0.9)

@@ -17,9 +17,11 @@ from imlscan.data.synth import (
     SynthGenerator,
     host_split,
     list_images,
+    rescale_host,
     split_hosts,
 )
 from imlscan.data.transforms import AugmentConfig, PostConfig, apply_chain, augment_real, sample_chain
+from imlscan.errors import ImlscanError
 
 runner = CliRunner()
 NO_POST = PostConfig.disabled()
@@ -295,10 +297,12 @@ def test_synth_cli_area_and_kinds_shape_the_set(hosts, tmp_path):
     as the same keys of a training spec do; a malformed list is a one-line usage error."""
     out = tmp_path / "small"
     args = ["synth", str(hosts), str(out), "-n", "8", "--split", "all", "--negatives", "0", "--no-post"]
-    res = runner.invoke(app, [*args, "--area", "0.005,0.03", "--kinds", "0,1,0"])
+    res = runner.invoke(app, [*args, "--area", "0.005,0.03", "--kinds", "0,1,0", "--host-resize", "1"])
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["settings"]["config"]["area"] == [0.005, 0.03]
+    assert manifest["settings"]["config"]["host_resize"] == 1.0
+    assert all(0.5 <= r["host_resize"] <= 0.9 for r in manifest["samples"])
     assert {r["kind"] for r in manifest["samples"]} == {"copymove"}
     for rec in manifest["samples"]:
         assert 0.005 <= rec["area"] <= 0.06  # drawn in [0.005, 0.03]; shapes are fitted approximately
@@ -328,6 +332,53 @@ def test_regions_under_the_default_floor_can_be_asked_for(tmp_path, rng):
     drawn = [r["area"] for r in manifest["samples"] if r["kind"] != "negative"]
     assert len(drawn) >= 4 and all(0.0015 <= a <= 0.008 for a in drawn)  # shapes are fitted approximately
     assert sum(a < 0.005 for a in drawn) >= len(drawn) - 1  # all but at most one under the old 0.5% floor
+
+
+def test_translate_share_controls_resampling(hosts):
+    """``translate`` is the share of pastes with no scaling or rotation: the copy-moves the shipped
+    models detect worst (no resampling trace), so training can ask for more of them."""
+    for share in (0.0, 1.0):
+        gen = _gen(hosts, seed=9, negatives=0.0, kinds=(1, 1, 0), post=NO_POST, translate=share)
+        moved = [gen.sample(i).params for i in range(10)]
+        plain = [p["scale"] == 1.0 and p["angle"] == 0.0 for p in moved]
+        assert all(plain) if share == 1.0 else not any(plain)
+    with pytest.raises(ImlscanError, match="translate"):
+        SynthConfig(translate=-0.1)
+
+
+def _blockiness(rgb: np.ndarray) -> float:
+    """Mean jump across 8-pixel column boundaries over the mean jump elsewhere: about 1 without a
+    JPEG grid, well above 1 for a strongly compressed photo at its original size."""
+    g = rgb.astype(np.float32).mean(axis=2)
+    d = np.abs(np.diff(g, axis=1))
+    at = d[:, 7::8].mean()
+    return float(at / np.delete(d, np.s_[7::8], axis=1).mean())
+
+
+def test_host_resize_erases_the_jpeg_grid_and_keeps_masks_exact(tmp_path, rng):
+    """``host_resize`` downscales the host before it is manipulated: its compression grid is gone
+    (the point of the option), the factor is recorded, and the mask is still exactly the changed
+    pixels of the host as used."""
+    d = tmp_path / "jpegs"
+    d.mkdir()
+    for i in range(3):
+        Image.fromarray(cv2.GaussianBlur(textured_photo(rng, 192, 256), (0, 0), 2.0)).save(d / f"h{i}.jpg", quality=30)
+    host = np.asarray(Image.open(d / "h0.jpg").convert("RGB"))
+    assert _blockiness(host) > 1.5
+    small, factor = rescale_host(host, np.random.default_rng(0), (0.6, 0.8))
+    assert 0.6 <= factor <= 0.8 and small.shape[1] == round(256 * factor)
+    assert _blockiness(small) < 1.15
+
+    gen = _gen(d, seed=4, negatives=0.0, kinds=(0, 1, 0), edges=(1, 0, 0), post=NO_POST, host_resize=1.0)
+    for i in range(4):
+        s = gen.sample(i)
+        f = s.params["host_resize"]
+        assert 0.5 <= f <= 0.9 and s.host.shape[:2] == (round(192 * f), round(256 * f))
+        np.testing.assert_array_equal(s.mask, _changed(s))
+    unchanged = _gen(d, seed=4, negatives=0.0, kinds=(0, 1, 0), post=NO_POST).sample(0)
+    assert "host_resize" not in unchanged.params and unchanged.host.shape[:2] == (192, 256)
+    with pytest.raises(ImlscanError, match="host_resize"):
+        SynthConfig(host_resize=1.5)
 
 
 def test_synth_cli_bad_input_is_one_line(tmp_path):

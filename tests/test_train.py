@@ -198,6 +198,30 @@ def test_a_time_budget_sizes_the_schedule_once_the_window_is_done(tmp_path, one_
     assert "schedule:" not in (tmp_path / "unsized" / "train.log").read_text()
 
 
+def test_a_time_sized_cosine_is_refitted_at_each_validation(tmp_path, one_pair, monkeypatch):
+    """The first sizing can be far off (on an H200 the first validation cost 4x the later ones and
+    the cosine ended 18% early); each validation re-fits the cosine to the time left, so it ends
+    near the end of the run instead of at a step the run passes long before."""
+    import imlscan.train as train_mod
+
+    monkeypatch.setattr(train_mod, "SIZING_STEPS", (1, 3))
+    monkeypatch.setattr(train_mod, "SIZING_WINDOW", (0.0, 0.0))
+    fitted = train_mod._estimate_total
+    calls: list[tuple] = []
+
+    def first_far_too_short(*args):
+        calls.append(args)
+        return args[0] + 2 if len(calls) == 1 else fitted(*args)
+
+    monkeypatch.setattr(train_mod, "_estimate_total", first_far_too_short)
+    cfg = _cfg(tmp_path, "refit", [str(one_pair)], max_minutes=0.08, val=[str(one_pair)], val_every=10, augment=False)
+    summary = train(cfg)
+    log = (tmp_path / "refit" / "train.log").read_text()
+    assert "re-fitted" in log and len(calls) >= 2, log
+    total = torch.load(tmp_path / "refit" / "last.pt", weights_only=True)["state"]["total_steps"]
+    assert total >= 0.8 * summary["steps"] > 20, (total, summary["steps"])
+
+
 def test_lr_schedule_warmup_then_cosine():
     kw = dict(lr=1e-3, min_lr=1e-5, warmup=10, total=110)
     assert lr_at(0, **kw) == pytest.approx(1e-4)
@@ -281,6 +305,10 @@ def test_synth_spec_parsing(hosts):
             parse_synth_spec(f"synth:{hosts}?{bad}", seed=0, split="train")
     with pytest.raises(ImlscanError, match="not a folder"):
         parse_synth_spec("synth:/definitely/not/here", seed=0, split="train")
+    assert parse_synth_spec(f"synth:{hosts}?host_resize=0.5", seed=0, split="train").config.host_resize == 0.5
+    assert parse_synth_spec(f"synth:{hosts}?translate=0.6", seed=0, split="train").config.translate == 0.6
+    with pytest.raises(UsageError, match="host_resize"):
+        parse_synth_spec(f"synth:{hosts}?host_resize=2", seed=0, split="train")
 
 
 def test_config_errors_are_usage_errors(tmp_path, one_pair):

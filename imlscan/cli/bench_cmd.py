@@ -30,6 +30,9 @@ def bench(
     native: str = typer.Option(
         None, "--native", help="Native-resolution tiled scans of these sizes in megapixels, e.g. 1,6,12,24."
     ),
+    cudnn: bool = typer.Option(
+        False, "--cudnn", help="Native mode on CUDA: scan with cuDNN on (off by default: slow first scans)."
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
 ) -> None:
@@ -62,6 +65,7 @@ def bench(
             mps,
             device=device,
             precision=precision.split(",")[0].strip(),
+            cudnn=cudnn,
             log=None if json_out else (lambda s: err_console.print(f"[dim]{s}[/]")),
         )
         res["model"] = name

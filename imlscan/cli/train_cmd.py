@@ -224,6 +224,20 @@ def synth(
     ),
     max_side: int = typer.Option(1024, "--max-side", help="Downscale larger hosts so their long side is this."),
     negatives: float = typer.Option(0.2, "--negatives", min=0.0, max=1.0, help="Share of authentic samples."),
+    host_resize: float = typer.Option(
+        0.0,
+        "--host-resize",
+        min=0.0,
+        max=1.0,
+        help="Share of hosts downscaled (x0.5-0.9) before manipulating: erases their JPEG grid, a shortcut cue.",
+    ),
+    translate: float = typer.Option(
+        0.3,
+        "--translate",
+        min=0.0,
+        max=1.0,
+        help="Share of splices and copy-moves pasted without scaling or rotation (no resampling trace).",
+    ),
     post: bool = typer.Option(True, "--post/--no-post", help="Post-processing chains (JPEG, resize, blur, noise)."),
     area: str = typer.Option(
         None,
@@ -256,7 +270,13 @@ def synth(
     if kinds is not None:
         shape["kinds"] = parse_fractions(kinds, 3, "--kinds")
     cfg = SynthConfig(
-        negatives=negatives, size=size, max_side=max_side, post=PostConfig() if post else PostConfig.disabled(), **shape
+        negatives=negatives,
+        size=size,
+        max_side=max_side,
+        host_resize=host_resize,
+        translate=translate,
+        post=PostConfig() if post else PostConfig.disabled(),
+        **shape,
     )
     gen = SynthGenerator.from_folder(
         hosts, split=split, regions_dir=regions, seed=seed, config=cfg, val_fraction=val_fraction

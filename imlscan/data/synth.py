@@ -66,8 +66,11 @@ class SynthConfig:
     edges: tuple[float, float, float] = (0.5, 0.3, 0.2)  # hard, feather, alpha
     object_shapes: float = 0.6  # share of shapes taken from region maps (when given)
     donor_jpeg: float = 0.5  # splice: give the donor a different JPEG history first
+    translate: float = 0.3  # share of splices and copy-moves pasted without scaling or rotation
     size: int | None = None  # resize the host to size x size before manipulating (fixed-size sets)
     max_side: int = 1024  # larger hosts are downscaled first (speed; their long side becomes this)
+    host_resize: float = 0.0  # share of hosts downscaled by a random factor before manipulating
+    host_resize_range: tuple[float, float] = (0.5, 0.9)
     post: PostConfig = field(default_factory=PostConfig)
     max_attempts: int = 40
 
@@ -81,6 +84,12 @@ class SynthConfig:
             )
         if min(self.kinds) < 0 or sum(self.kinds) <= 0:
             raise UsageError("kind weights must be >= 0 and not all zero")
+        if not 0.0 <= self.translate <= 1.0:
+            raise UsageError(f"translate share must be in [0, 1], got {self.translate}")
+        if not 0.0 <= self.host_resize <= 1.0:
+            raise UsageError(f"host_resize share must be in [0, 1], got {self.host_resize}")
+        if not 0.1 <= self.host_resize_range[0] <= self.host_resize_range[1] <= 1.0:
+            raise UsageError(f"bad host_resize_range {self.host_resize_range}: need 0.1 <= MIN <= MAX <= 1")
         if self.size is not None and self.size < 32:
             raise UsageError(f"size must be at least 32 pixels, got {self.size}")
 
@@ -413,7 +422,7 @@ def _transfer(
     h, w = host.shape[:2]
     sh, sw = source.shape[:2]
     target_area = _log_uniform(rng, *cfg.area) * h * w
-    if rng.random() < 0.3:  # pure translation keeps the source's JPEG grid intact
+    if rng.random() < cfg.translate:  # no resampling: the hardest case (copy-moves leave no other trace)
         scale, angle = 1.0, 0.0
     elif kind == "splice":
         scale, angle = _log_uniform(rng, 0.6, 1.6), float(rng.uniform(-30, 30))
@@ -543,6 +552,23 @@ def _match_colour(content: np.ndarray, host: np.ndarray, sel: np.ndarray, streng
     return out
 
 
+def rescale_host(
+    host: np.ndarray, rng: np.random.Generator, factor_range: tuple[float, float]
+) -> tuple[np.ndarray, float]:
+    """Downscale a host by a log-uniform factor before it is manipulated.
+
+    Most hosts are camera or web JPEGs at their original size, so their 8x8 compression grid is
+    intact and every manipulation breaks it locally: a cue that a model can learn instead of the
+    manipulation itself, and one that real forgeries often lack (photos resized or exported before
+    editing, uncompressed TIFF sources). Area averaging erases the grid, as such a resize does."""
+    h, w = host.shape[:2]
+    factor = _log_uniform(rng, *factor_range)
+    nw, nh = max(32, round(w * factor)), max(32, round(h * factor))
+    if (nw, nh) == (w, h):
+        return host, 1.0
+    return cv2.resize(host, (nw, nh), interpolation=cv2.INTER_AREA), round(factor, 4)
+
+
 def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -640,6 +666,8 @@ class SynthGenerator:
         rng = np.random.default_rng([self.seed, int(i)])
         hi, host = self._load_host(self.host_index(i), rng)
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
+        if cfg.host_resize > 0 and rng.random() < cfg.host_resize:
+            host, params["host_resize"] = rescale_host(host, rng, cfg.host_resize_range)
         out = None
         if rng.random() < cfg.negatives:
             kind = "negative"
