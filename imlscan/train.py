@@ -738,7 +738,7 @@ class Trainer:
             )
         return bad_in_a_row
 
-    def _resize_schedule(self, segment: tuple[float, int], remaining_s: float) -> None:
+    def _refit_schedule(self, segment: tuple[float, int], remaining_s: float) -> None:
         """Fit the cosine of a time-sized run to the time left, from the speed of the training
         since the last validation and the time this validation took.
 
@@ -955,7 +955,7 @@ class Trainer:
                     seg_s = time.monotonic() - seg[0]
                     self._run_validation()
                     if time_sized and st.total_steps is not None:
-                        self._resize_schedule((seg_s, st.step - seg[1]), budget - (time.monotonic() - session_start))
+                        self._refit_schedule((seg_s, st.step - seg[1]), budget - (time.monotonic() - session_start))
                     seg = (time.monotonic(), st.step)
                 if st.step % (cfg.save_every or cfg.val_every) == 0:
                     st.elapsed_s = elapsed0 + time.monotonic() - session_start

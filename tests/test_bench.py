@@ -67,6 +67,12 @@ def test_bench_bad_batch_is_usage_error():
     assert r.exit_code == 2
 
 
+def test_bench_cudnn_needs_native():
+    """--cudnn only changes native scans; elsewhere it would be silently ignored, so it is refused."""
+    r = runner.invoke(app, ["bench", "--model", "sparsevit-test", "--cudnn"])
+    assert r.exit_code == 2 and "--native" in r.output and "Traceback" not in r.output
+
+
 def test_native_bench_warms_up_at_the_tile_shape(monkeypatch):
     """The first timed size must not pay for the tile shape's first run (kernel selection and
     allocator growth on a GPU): the warm-up has to run a full tile before any timed scan."""

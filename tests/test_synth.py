@@ -375,6 +375,8 @@ def test_host_resize_erases_the_jpeg_grid_and_keeps_masks_exact(tmp_path, rng):
         f = s.params["host_resize"]
         assert 0.5 <= f <= 0.9 and s.host.shape[:2] == (round(192 * f), round(256 * f))
         np.testing.assert_array_equal(s.mask, _changed(s))
+    fixed = _gen(d, seed=4, negatives=0.0, post=NO_POST, host_resize=1.0, size=64)
+    assert all(fixed.sample(i).image.shape == (64, 64, 3) for i in range(3))  # a fixed-size set stays fixed
     unchanged = _gen(d, seed=4, negatives=0.0, kinds=(0, 1, 0), post=NO_POST).sample(0)
     assert "host_resize" not in unchanged.params and unchanged.host.shape[:2] == (192, 256)
     with pytest.raises(ImlscanError, match="host_resize"):

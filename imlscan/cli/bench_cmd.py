@@ -31,7 +31,9 @@ def bench(
         None, "--native", help="Native-resolution tiled scans of these sizes in megapixels, e.g. 1,6,12,24."
     ),
     cudnn: bool = typer.Option(
-        False, "--cudnn", help="Native mode on CUDA: scan with cuDNN on (off by default: slow first scans)."
+        False,
+        "--cudnn",
+        help="With --native on CUDA: scan with cuDNN on, as scans ran before (off by default: slow first scans).",
     ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
@@ -44,9 +46,12 @@ def bench(
     import torch
 
     from imlscan.bench import parse_int_list, run_benchmark, run_end_to_end, run_native_scaling
+    from imlscan.errors import UsageError
     from imlscan.models import create_model
     from imlscan.weights import load_model
 
+    if cudnn and not native:
+        raise UsageError("--cudnn applies to --native scans only", hint="e.g. imlscan bench --native 1,12 --cudnn")
     if threads:
         torch.set_num_threads(threads)
     net = load_model(weights, device="cpu") if weights else create_model(model)
@@ -57,8 +62,6 @@ def bench(
         except ValueError:
             mps = []
         if not mps or any(v <= 0 for v in mps):
-            from imlscan.errors import UsageError
-
             raise UsageError(f"--native takes positive megapixel sizes like 1,6,24, got {native!r}")
         res = run_native_scaling(
             net,

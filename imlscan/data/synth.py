@@ -560,7 +560,9 @@ def rescale_host(
     Most hosts are camera or web JPEGs at their original size, so their 8x8 compression grid is
     intact and every manipulation breaks it locally: a cue that a model can learn instead of the
     manipulation itself, and one that real forgeries often lack (photos resized or exported before
-    editing, uncompressed TIFF sources). Area averaging erases the grid, as such a resize does."""
+    editing, uncompressed TIFF sources). Area averaging erases the grid, as such a resize does.
+    The photo's own label maps no longer fit a resized host, so its regions come from the shared
+    shapes instead."""
     h, w = host.shape[:2]
     factor = _log_uniform(rng, *factor_range)
     nw, nh = max(32, round(w * factor)), max(32, round(h * factor))
@@ -668,6 +670,8 @@ class SynthGenerator:
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
         if cfg.host_resize > 0 and rng.random() < cfg.host_resize:
             host, params["host_resize"] = rescale_host(host, rng, cfg.host_resize_range)
+            if cfg.size:  # a fixed-size set stays fixed-size; the way back up keeps the grid erased
+                host = cv2.resize(host, (cfg.size, cfg.size), interpolation=cv2.INTER_LINEAR)
         out = None
         if rng.random() < cfg.negatives:
             kind = "negative"
