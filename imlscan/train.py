@@ -58,6 +58,7 @@ SYNTH_KEYS = {
     "max_side",
     "host_resize",
     "translate",
+    "translate_objects",
     "val_fraction",
 }
 RESUMABLE = ("max_steps", "max_minutes", "workers", "threads", "val_every", "log_every", "save_every")
@@ -211,6 +212,16 @@ def read_item(item) -> tuple[np.ndarray, np.ndarray]:
     return rgb, mask
 
 
+def _flag(value: str, key: str) -> bool:
+    """A spec's on/off option: 1/on/true/yes or 0/off/false/no."""
+    v = value.strip().lower()
+    if v in ("1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    raise ValueError(f"{key} must be 1 or 0, got {value!r}")
+
+
 def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
     """``synth:HOSTS_DIR[?regions=DIR&negatives=0.2&seed=N&...]`` -> a generator."""
     body = spec[len("synth:") :]
@@ -237,7 +248,9 @@ def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
             kw["host_resize"] = float(opts["host_resize"])
         if "translate" in opts:
             kw["translate"] = float(opts["translate"])
-        if opts.get("post", "1") in ("0", "off", "false", "no"):
+        if "translate_objects" in opts:
+            kw["translate_objects"] = _flag(opts["translate_objects"], "translate_objects")
+        if not _flag(opts.get("post", "1"), "post"):
             kw["post"] = PostConfig.disabled()
         sseed = int(opts.get("seed", seed))
         val_fraction = float(opts.get("val_fraction", 0.1))
@@ -542,12 +555,9 @@ class Trainer:
         cfg = self.cfg
         if cfg.init:
             model, meta = model_from_file(cfg.init)
-            if cfg.model and cfg.model != meta.get("variant"):
-                raise UsageError(
-                    f"--model {cfg.model} but --init {cfg.init} holds {meta.get('variant')!r}",
-                    hint="leave --model out when fine-tuning: the weights decide the architecture",
-                )
             self.variant = meta.get("variant", "custom")
+            if cfg.model and cfg.model != self.variant:
+                model = self._grow(model, cfg.model)
         else:
             name = cfg.model or "sparsevit-b"
             if name not in list_models():
@@ -558,6 +568,30 @@ class Trainer:
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _grow(self, loaded: torch.nn.Module, name: str) -> torch.nn.Module:
+        """``--model X --init F`` where X is F's architecture plus new modules (the duplication
+        cue): F's weights everywhere, the new modules from their own (seeded) initialization."""
+        from imlscan.errors import ImlscanError
+        from imlscan.models import create_model, list_models
+        from imlscan.models.convert import load_grown
+
+        cfg = self.cfg
+        hint = (
+            "leave --model out when fine-tuning (the weights decide the architecture), "
+            "or name the same variant with a cue added"
+        )
+        if name not in list_models():
+            raise UsageError(f"unknown --model {name!r}", hint=f"use one of {', '.join(list_models())}")
+        torch.manual_seed(cfg.seed)
+        model = create_model(name)
+        try:
+            added = load_grown(model, loaded.state_dict())
+        except ImlscanError:
+            raise UsageError(f"--model {name} but --init {cfg.init} holds {self.variant!r}", hint=hint) from None
+        self.log(f"grew {self.variant} into {name}: {len(added)} new tensors start from their initialization")
+        self.variant = name
         return model
 
     def _loader(self, dataset, *, batch_sampler=None, batch_size=None, collate_fn=None):

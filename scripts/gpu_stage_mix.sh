@@ -10,6 +10,21 @@
 # resampled ones) and NoSo's AUC (0.76) looks like that case. Three times more translated copy-moves
 # (kinds 0.3,0.5,0.2 and translate 0.6; v10's run otherwise) should raise the translated copy-moves'
 # best-threshold F1 above v9's 0.30 and NoSo paper AUC and best-threshold F1 above v9's 0.758 / 0.175.
+#   MODEL=sparsevit-t-dup BENCH=dup OPTS='&kinds=0.3,0.5,0.2&translate=0.6' NAME=gpu4 MIN=6.5 KILL=420 bash scripts/gpu_stage_mix.sh  (v15)
+# v15 tests (prediction written before the run, 2026-11-26): v13's run and data with one change, the
+# duplication cue grown onto v9 (--model sparsevit-t-dup). If the missing signal on translated
+# copy-moves is "this content occurs twice", the cue should lift their best-threshold F1 and AUC clearly
+# above v13's (0.321 / 0.786, by at least 0.03 AUC) and NoSo paper AUC and best-threshold F1 above v9's
+# (0.7575 / 0.175), at v13's synthetic level. If they stay level, stage-3 features do not carry it.
+# Result: refuted; translated copy-moves 0.321 / 0.788, as v13. The learned-feature cue never saw the
+# duplicates (scripts/dup_cue_probe.py), so the cue was rebuilt on pixel patches (ZNCC, fixed):
+#   MODEL=sparsevit-t-dup BENCH=0 OPTS='&kinds=0.3,0.5,0.2&translate=0.6' NAME=gpu5 MIN=4.8 KILL=350 bash scripts/gpu_stage_mix.sh  (v16)
+# v16 tests (prediction written before the run, 2026-11-26): the same run with the patch cue, shorter
+# (the budget left). Untrained, the cue's top-1 ZNCC alone scores NoSo pixel AUC 0.72 and its
+# rank-sum with v9's map 0.785 (v9 0.757). Prediction: NoSo paper AUC above v15's 0.764 and
+# translated copy-moves' AUC above v13's / v15's 0.788, with synthetic F1 within noise of v13's.
+# Result: refuted; NoSo paper AUC 0.758, translated copy-moves 0.784: the head ignores the cue
+# (scripts/dup_cue_probe.py: AUC with and without it within 0.003). See the model card.
 # OPTS are extra synth: spec options for both halves of the mix (and the validation generator).
 # Tried on the CPU with tiny settings first: MIN=0.3 DEV=cpu W=1 VS=8 VE=5 BS=2 SIZE=64 bash scripts/gpu_stage_mix.sh
 set -u
@@ -21,7 +36,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; npro
 python3 -m imlscan --version || { echo "imlscan does not start"; exit 3; }
 D="synth:.gpu-data/hosts?regions=.gpu-data/regions${OPTS:-}"
 timeout -s TERM "$KILL" python3 -m imlscan train --data "$D" --data "$D&area=0.005,0.06" \
-  --data-weight 0.5 --data-weight 0.5 --val "$D" --init "$INIT" --model sparsevit-t \
+  --data-weight 0.5 --data-weight 0.5 --val "$D" --init "$INIT" --model "${MODEL:-sparsevit-t}" \
   --size "${SIZE:-512}" --batch-size "${BS:-16}" --lr "${LR:-1.5e-4}" --dice 0.5 --max-minutes "$MIN" \
   --val-every "${VE:-1500}" --val-samples "${VS:-200}" --log-every 100 --select best-f1 \
   --workers "${W:-13}" --threads "${TH:-3}" --precision fp32 --export-dtype fp16 --device "$DEV" \
@@ -31,6 +46,13 @@ echo "train exit $?"
 tar czf "$OUTD/logs.tgz" -C "$RUNS" --exclude='*.pt' --exclude='*.safetensors' .
 tail -n 6 "$RUNS/t.log"
 [ "${BENCH:-1}" = 0 ] && exit 0
+if [ "${BENCH:-1}" = dup ]; then  # native scan cost of the cue: the trained file against the default
+  for w in "$OUTD/t-best.safetensors" weights/imlscan-sparsevit-t-v9.safetensors; do
+    timeout 45 python3 -m imlscan bench --weights "$w" --device "$DEV" --native 1,6 --precision fp32 \
+      --no-baseline --json > "$OUTD/bench-$(basename "$w" .safetensors).json" 2>&1; echo "bench $w exit $?"
+  done
+  exit 0
+fi
 # Inference speed of the shipped default on this GPU (random inputs; then decode-to-files end to end).
 W9=weights/imlscan-sparsevit-t-v9.safetensors
 timeout 50 python3 -m imlscan bench --weights "$W9" --device "$DEV" --batch 1,16 --precision fp32,bf16 \

@@ -255,3 +255,75 @@ def test_breakdown_by_kind_groups_by_what_the_generator_did(tmp_path):
     assert got["copymove, translated only"]["n"] == 2
     assert got["copymove, translated only"]["pixel_f1_best"] == pytest.approx(0.3)
     assert got["copymove, scaled or rotated"]["pixel_auc"] == pytest.approx(0.9)
+
+
+def test_dup_cue_probe_switches_the_cue_off_and_finds_the_copy(tmp_path):
+    """The probe's 'cue off' column must be the model without its cue (equal to 'with' while the
+    cue's last layer is zero, different once it is not), and its ZNCC column must find a copy."""
+    import cv2
+    import torch
+
+    from imlscan.models import create_model
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from dup_cue_probe import pairs_of, probe
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    img[40:56, 40:56] = img[8:24, 8:24]
+    mask = np.zeros((64, 64), np.uint8)
+    mask[40:56, 40:56] = 255
+    cv2.imwrite(str(tmp_path / "a.png"), img[..., ::-1])
+    cv2.imwrite(str(tmp_path / "a_gt.png"), mask)
+    (tmp_path / "pairs.json").write_text(json.dumps([["a.png", "a_gt.png"]]))
+    pairs = pairs_of(tmp_path / "pairs.json")
+    torch.manual_seed(0)
+    model = create_model("sparsevit-test-dup").eval()
+    res = probe(model, pairs)
+    assert res["n"] == 1 and res["auc_with_cue"] == res["auc_without_cue"]
+    assert res["auc_top1_zncc"] > 0.7  # the copy and its source both match; the noise does not
+    with torch.no_grad():
+        model.head.dup.fc2.weight.normal_(0, 1.0)
+    res = probe(model, pairs)
+    assert res["auc_with_cue"] != res["auc_without_cue"] and model.head.dup is not None
+
+
+def test_fit_dup_cue_trains_only_the_cue_and_records_how(tmp_path, tiny_weights):
+    """The fitted file must be the input model plus a cue: every input tensor unchanged, the cue
+    trained (its zero last layer moved), the fit's settings and held-out losses in the metadata."""
+    import cv2
+
+    from imlscan.weights import model_from_file
+
+    rng = np.random.default_rng(1)
+    pairs = []
+    for i in range(6):
+        img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        if i % 3:
+            img[32:56, 32:56] = img[4:28, 4:28]
+            mask[32:56, 32:56] = 255
+            cv2.imwrite(str(tmp_path / f"m{i}.png"), mask)
+        cv2.imwrite(str(tmp_path / f"i{i}.png"), img)
+        pairs.append([f"i{i}.png", f"m{i}.png" if i % 3 else "Negative"])
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "fitted.safetensors"
+    cmd = [sys.executable, str(SCRIPTS / "fit_dup_cue.py"), str(tiny_weights), str(tmp_path / "pairs.json"), str(out)]
+    subprocess.run([*cmd, "--epochs", "3", "--lr", "0.05"], check=True, capture_output=True, text=True)
+    fitted, meta = model_from_file(out)
+    base, _ = model_from_file(tiny_weights)
+    assert meta["variant"] == "sparsevit-test-dup"
+    own = fitted.state_dict()
+    for k, v in base.state_dict().items():
+        assert torch_equal_half(own[k], v), k
+    fit = meta["provenance"]["cue_fit"]
+    assert fit["kept_epoch"] >= 1 and fitted.head.dup.fc2.weight.abs().sum() > 0
+    assert fit["images"] == 6 and fit["held_out"] == 1 and fit["epochs"] == 3
+    assert fit["heldout_loss"] < fit["heldout_loss_without_cue"]
+
+
+def torch_equal_half(a, b) -> bool:
+    """Equal after the fp16 storage both files went through."""
+    return bool((a.half().float() == b.half().float()).all())

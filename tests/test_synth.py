@@ -387,3 +387,40 @@ def test_synth_cli_bad_input_is_one_line(tmp_path):
     res = runner.invoke(app, ["synth", str(tmp_path / "nope"), str(tmp_path / "o"), "-n", "3"])
     assert res.exit_code == 1
     assert "not a folder" in res.output and "Traceback" not in res.output
+
+
+def test_translate_objects_copies_the_photos_own_objects_at_their_size(tmp_path):
+    """Without the flag a translated paste of the photo's own object is rescaled to the drawn
+    area (so it is resampled after all); with it, the object is moved pixel for pixel."""
+    import cv2
+
+    from imlscan.data.synth import SynthConfig, copy_move
+
+    rng0 = np.random.default_rng(5)
+    host = rng0.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    labels = np.zeros((96, 128), np.uint8)
+    labels[10:30, 12:40] = 1  # one object of 5% of the photo
+    labels[60:80, 70:100] = 2
+    label_path = tmp_path / "own_1.png"
+    cv2.imwrite(str(label_path), labels)
+    scales = {}
+    for flag in (False, True):
+        cfg = SynthConfig(
+            translate=1.0, object_shapes=1.0, area=(0.2, 0.3), translate_objects=flag, post=PostConfig.disabled()
+        )
+        got, checked = [], 0
+        for seed in range(60):
+            out = copy_move(host, np.random.default_rng(seed), cfg, own_regions=[label_path])
+            if out is not None and out[2].get("aligned"):
+                image, mask, params = out
+                got.append(params["scale"])
+                plain = flag and not params["flip"] and params["edge"] == "hard" and "brightness" not in params
+                if plain:  # the pasted pixels equal the source pixels exactly
+                    dx, dy = (int(v) for v in np.array(params["affine"])[:, 2])
+                    ys, xs = np.nonzero(mask)
+                    assert np.array_equal(image[ys, xs], host[ys - dy, xs - dx])
+                    checked += 1
+        scales[flag] = got
+        assert checked or not flag
+    assert scales[False] and all(s != 1.0 for s in scales[False])
+    assert scales[True] and all(s == 1.0 for s in scales[True])

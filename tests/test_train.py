@@ -309,6 +309,12 @@ def test_synth_spec_parsing(hosts):
     assert parse_synth_spec(f"synth:{hosts}?translate=0.6", seed=0, split="train").config.translate == 0.6
     with pytest.raises(UsageError, match="host_resize"):
         parse_synth_spec(f"synth:{hosts}?host_resize=2", seed=0, split="train")
+    assert parse_synth_spec(f"synth:{hosts}?translate_objects=1", seed=0, split="train").config.translate_objects
+    assert not parse_synth_spec(f"synth:{hosts}?translate_objects=off", seed=0, split="train").config.translate_objects
+    assert parse_synth_spec(f"synth:{hosts}?post=on", seed=0, split="train").config.post.jpeg > 0
+    for bad in ("translate_objects=maybe", "post=2"):
+        with pytest.raises(UsageError, match="must be 1 or 0"):
+            parse_synth_spec(f"synth:{hosts}?{bad}", seed=0, split="train")
 
 
 def test_config_errors_are_usage_errors(tmp_path, one_pair):
@@ -496,3 +502,17 @@ def test_logged_loss_is_the_mean_over_ranks(tmp_path):
     for avg in outs:
         assert avg == {"ok": 2.0, "loss": 4.0, "bce": 1.0, "dice": 0.0}
         assert avg["loss"] / avg["ok"] == 2.0  # the trainer logs window loss / ok
+
+
+def test_init_grows_a_model_into_the_duplication_cue(tmp_path, one_pair, tiny_weights):
+    run = tmp_path / "grow"
+    summary = train(
+        _cfg(tmp_path, "grow", [str(one_pair)], model="sparsevit-test-dup", init=str(tiny_weights), max_steps=2)
+    )
+    assert summary["model"] == "sparsevit-test-dup"
+    assert "grew sparsevit-test into sparsevit-test-dup: 4 new tensors" in (run / "train.log").read_text()
+    from imlscan.weights import model_from_file
+
+    model, meta = model_from_file(run / "best.safetensors")
+    assert meta["variant"] == "sparsevit-test-dup" and model.head.dup is not None
+    assert model.head.dup.fc2.weight.abs().sum() > 0  # the cue trained

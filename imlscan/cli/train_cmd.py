@@ -238,6 +238,12 @@ def synth(
         max=1.0,
         help="Share of splices and copy-moves pasted without scaling or rotation (no resampling trace).",
     ),
+    translate_objects: bool = typer.Option(
+        False,
+        "--translate-objects",
+        help="Translated pastes of the photo's own objects keep their size (real objects copied, as forgers do) "
+        "instead of being rescaled to the drawn area (which resamples them).",
+    ),
     post: bool = typer.Option(True, "--post/--no-post", help="Post-processing chains (JPEG, resize, blur, noise)."),
     area: str = typer.Option(
         None,
@@ -275,6 +281,7 @@ def synth(
         max_side=max_side,
         host_resize=host_resize,
         translate=translate,
+        translate_objects=translate_objects,
         post=PostConfig() if post else PostConfig.disabled(),
         **shape,
     )

@@ -67,6 +67,7 @@ class SynthConfig:
     object_shapes: float = 0.6  # share of shapes taken from region maps (when given)
     donor_jpeg: float = 0.5  # splice: give the donor a different JPEG history first
     translate: float = 0.3  # share of splices and copy-moves pasted without scaling or rotation
+    translate_objects: bool = False  # translated pastes of the photo's own objects keep their size
     size: int | None = None  # resize the host to size x size before manipulating (fixed-size sets)
     max_side: int = 1024  # larger hosts are downscaled first (speed; their long side becomes this)
     host_resize: float = 0.0  # share of hosts downscaled by a random factor before manipulating
@@ -422,7 +423,8 @@ def _transfer(
     h, w = host.shape[:2]
     sh, sw = source.shape[:2]
     target_area = _log_uniform(rng, *cfg.area) * h * w
-    if rng.random() < cfg.translate:  # no resampling: the hardest case (copy-moves leave no other trace)
+    translated = rng.random() < cfg.translate
+    if translated:  # no resampling: the hardest case (copy-moves leave no other trace)
         scale, angle = 1.0, 0.0
     elif kind == "splice":
         scale, angle = _log_uniform(rng, 0.6, 1.6), float(rng.uniform(-30, 30))
@@ -433,7 +435,8 @@ def _transfer(
     aligned = _own_segment(rng, cfg, own_regions, (sh, sw), lo=cfg.min_area, hi=0.5)
     if aligned is not None:
         src_region, info = aligned
-        scale = float(np.clip(math.sqrt(target_area / src_region.sum()), 0.5, 2.0))
+        if not (translated and cfg.translate_objects):
+            scale = float(np.clip(math.sqrt(target_area / src_region.sum()), 0.5, 2.0))
     else:
         shape, info = _draw_shape(rng, cfg, regions)
         shape = _scale_shape(shape, target_area / scale**2, sh * 0.95, sw * 0.95)

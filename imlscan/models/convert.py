@@ -96,3 +96,22 @@ def check_state_dict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         problems.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:5])}")
     if problems:
         raise ImlscanError("weights do not fit the architecture: " + " | ".join(problems))
+
+
+GROWN_PREFIXES = ("head.dup.",)
+
+
+def load_grown(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Load weights of a smaller architecture into ``model`` when ``model`` only adds modules
+    (the duplication cue) that start from their own initialization; returns the added keys.
+
+    Why: a cue trained from scratch on top of a trained encoder needs far fewer steps than the
+    whole network, and the zero-initialized cue leaves the loaded model's output unchanged."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    extra = [k for k in missing if not k.startswith(GROWN_PREFIXES)]
+    if extra:
+        check_state_dict(model, state_dict)
+    check_state_dict(model, {**{k: own[k] for k in missing}, **state_dict})
+    model.load_state_dict(state_dict, strict=False)
+    return missing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
@@ -64,6 +64,18 @@ register(
         drop_path_rate=0.0,
     ),
     "Minute model for unit tests only (random weights, meaningless output).",
+)
+# Variants with the duplication cue (DuplicationCue; not in the paper): the same encoder and head,
+# so ``train --model X-dup --init X.safetensors`` grows a trained X into one.
+register(
+    "sparsevit-t-dup",
+    replace(_VARIANTS["sparsevit-t"].config, dup_dim=64, dup_key_stride=2),
+    "Experimental: sparsevit-t plus a duplication cue (patch correlation; not in the paper); slow on CPUs.",
+)
+register(
+    "sparsevit-test-dup",
+    replace(_VARIANTS["sparsevit-test"].config, dup_dim=8, dup_topk=4, dup_exclude=2),
+    "sparsevit-test with the duplication cue, for unit tests only.",
 )
 
 
