@@ -18,10 +18,10 @@
 # (0.7575 / 0.175), at v13's synthetic level. If they stay level, stage-3 features do not carry it.
 # Result: refuted; translated copy-moves 0.321 / 0.788, as v13. The learned-feature cue never saw the
 # duplicates (scripts/dup_cue_probe.py), so the cue was rebuilt on pixel patches (ZNCC, fixed):
-#   MODEL=sparsevit-t-dup BENCH=0 OPTS='&kinds=0.3,0.5,0.2&translate=0.6' NAME=gpu5 MIN=4.8 KILL=350 bash scripts/gpu_stage_mix.sh  (v16)
+#   MODEL=sparsevit-t-dup BENCH=0 OPTS='&kinds=0.3,0.5,0.2&translate=0.6' NAME=gpu5 MIN=4.6 KILL=330 bash scripts/gpu_stage_mix.sh  (v16)
 # v16 tests (prediction written before the run, 2026-11-26): the same run with the patch cue, shorter
 # (the budget left). Untrained, the cue's top-1 ZNCC alone scores NoSo pixel AUC 0.72 and its
-# rank-sum with v9's map 0.785 (v9 0.757). Prediction: NoSo paper AUC above v15's 0.764 and
+# rank-sum with v9's map 0.785 (v9 0.757; a one-off probe with 4-pixel keys, not kept). Prediction: NoSo paper AUC above v15's 0.764 and
 # translated copy-moves' AUC above v13's / v15's 0.788, with synthetic F1 within noise of v13's.
 # Result: refuted; NoSo paper AUC 0.758, translated copy-moves 0.784: the head ignores the cue
 # (scripts/dup_cue_probe.py: AUC with and without it within 0.003). See the model card.
