@@ -8,7 +8,9 @@ each image's cue scores and fused head features can be computed once (paper prot
 and the MLP fitted over many epochs in minutes on a CPU, where end-to-end training computes the
 cue afresh at every step (8 s per batch of 8 with keys every 2 pixels on 2 cores). The loss is the
 pixel BCE on the head's 1/16 grid against each cell's tampered fraction; the last 10% of the images
-are held out and the epoch with the lowest held-out loss is kept. The encoder, the fusion and
+are held out and the epoch with the lowest held-out loss is kept. ``--mark-sources`` labels
+a copy-move's source as tampered too, the convention of NoSo, which the cue (firing on both
+halves of a duplicate) can follow and the generator's copy-only masks contradict. The encoder, the fusion and
 the classifier stay exactly the input file's, so the result is that model plus a cue.
 """
 
@@ -37,27 +39,46 @@ SIZE = 512
 
 
 def features(model: torch.nn.Module, pairs: list[tuple[Path, Path | None]], batch: int = 8) -> dict:
-    """Frozen inputs of the fit: fused head features (N, h, w, C), cue inputs (N, 2h, 2w, k+1),
-    tampered fraction per head cell (N, h, w)."""
+    """Frozen inputs of the fit: fused head features (N, h, w, C) and cue inputs (N, 2h, 2w, k+1)."""
     mean, std = torch.tensor(IMAGENET_MEAN).view(3, 1, 1), torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    fused, cue_in, target = [], [], []
+    fused, cue_in = [], []
     for i in range(0, len(pairs), batch):
-        xs, ts = [], []
-        for image, mask_path in pairs[i : i + batch]:
+        xs = []
+        for image, _ in pairs[i : i + batch]:
             rgb = cv2.resize(load_image(image).rgb, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
             xs.append((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255 - mean) / std)
-            m = np.zeros((SIZE, SIZE), np.float32)
-            if mask_path is not None:
-                m = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
-                m = cv2.resize(m, (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
-            ts.append(torch.from_numpy(cv2.resize(m, (SIZE // 16, SIZE // 16), interpolation=cv2.INTER_AREA)))
         x = torch.stack(xs)
         with torch.no_grad():
             fused.append(model.head.fuse(*model.encoder(x)).half())
             top, contrast = model.head.dup.scores(x)
             cue_in.append(torch.cat([top, torch.log(contrast + 1e-3)[..., None]], dim=-1).half())
-        target.append(torch.stack(ts))
-    return {"fused": torch.cat(fused), "cue": torch.cat(cue_in), "target": torch.cat(target)}
+    return {"fused": torch.cat(fused), "cue": torch.cat(cue_in)}
+
+
+def source_mask(mask: np.ndarray, sample: dict) -> np.ndarray:
+    """Where a copy-move copied from, on the final image: the pasted mask mapped back through the
+    sample's affine (recorded before post-processing, so its translation is scaled by any resize)."""
+    f = float(np.prod([op["factor"] for op in sample.get("post", []) if op.get("op") == "resize"]))
+    a = np.array(sample["affine"], dtype=np.float64)
+    a[:, 2] *= f
+    h, w = mask.shape
+    inv = cv2.invertAffineTransform(a)
+    return cv2.warpAffine(mask.astype(np.uint8), inv, (w, h), flags=cv2.INTER_NEAREST) > 0
+
+
+def targets(pairs: list[tuple[Path, Path | None]], samples: list[dict] | None = None) -> torch.Tensor:
+    """Tampered fraction of each head cell (N, h, w). With ``samples`` (the set's manifest), a
+    copy-move's source is marked too, as NoSo and some public benchmarks mark it."""
+    out = []
+    for i, (_, mask_path) in enumerate(pairs):
+        m = np.zeros((SIZE, SIZE), np.float32)
+        if mask_path is not None:
+            full = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 127
+            if samples is not None and samples[i]["kind"] == "copymove":
+                full = full | source_mask(full, samples[i])
+            m = cv2.resize(full.astype(np.float32), (SIZE, SIZE), interpolation=cv2.INTER_NEAREST)
+        out.append(torch.from_numpy(cv2.resize(m, (SIZE // 16, SIZE // 16), interpolation=cv2.INTER_AREA)))
+    return torch.stack(out)
 
 
 def head_logits(
@@ -95,6 +116,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None, help="save/load the frozen features here")
+    ap.add_argument(
+        "--mark-sources",
+        action="store_true",
+        help="label a copy-move's source as tampered too (needs the set's manifest.json beside the pairs)",
+    )
     a = ap.parse_args(argv)
     t0 = time.time()
     base, meta = model_from_file(a.init)
@@ -110,6 +136,15 @@ def main(argv: list[str] | None = None) -> None:
         d = features(model, pairs)
         if a.cache:
             torch.save(d, a.cache)
+    samples = None
+    if a.mark_sources:
+        manifest = a.pairs.parent / "manifest.json"
+        if not manifest.is_file():
+            raise SystemExit(f"--mark-sources needs the set's manifest.json beside {a.pairs}")
+        samples = json.loads(manifest.read_text())["samples"]
+        if [root / x["image"] for x in samples] != [p[0] for p in pairs]:
+            raise SystemExit("--mark-sources: manifest.json does not list the images of the pairs file in order")
+    d = {"fused": d["fused"], "cue": d["cue"], "target": targets(pairs, samples)}
     n = len(d["target"])
     cut = n - max(1, n // 10)
     tr = {k: v[:cut] for k, v in d.items()}
@@ -153,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
         "lr": a.lr,
         "batch_size": a.batch_size,
         "seed": a.seed,
+        "mark_sources": a.mark_sources,
         "heldout_loss_without_cue": round(before[0], 5),
         "heldout_loss": round(after[0], 5),
         "heldout_auc_without_cue": round(before[1], 5),

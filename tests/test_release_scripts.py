@@ -327,3 +327,24 @@ def test_fit_dup_cue_trains_only_the_cue_and_records_how(tmp_path, tiny_weights)
 def torch_equal_half(a, b) -> bool:
     """Equal after the fp16 storage both files went through."""
     return bool((a.half().float() == b.half().float()).all())
+
+
+def test_fit_dup_cue_marks_a_copy_moves_source_where_it_was_copied_from():
+    """The source is the pasted mask mapped back through the affine, whose translation was
+    recorded before post-processing and so scales with a later resize."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from fit_dup_cue import source_mask
+    finally:
+        sys.path.pop(0)
+    mask = np.zeros((50, 80), bool)
+    mask[30:40, 50:70] = True  # the copy, on the final (x0.5) image
+    sample = {"affine": [[1.0, 0.0, 60.0], [0.0, 1.0, 40.0]], "post": [{"op": "resize", "factor": 0.5}]}
+    src = source_mask(mask, sample)
+    want = np.zeros_like(mask)
+    want[10:20, 20:40] = True  # moved back by (30, 20) final pixels
+    assert np.array_equal(src, want)
+    flipped = {"affine": [[-1.0, 0.0, 79.0], [0.0, 1.0, 0.0]], "post": []}  # mirrored in x
+    want = np.zeros_like(mask)
+    want[30:40, 10:30] = True
+    assert np.array_equal(source_mask(mask, flipped), want)
