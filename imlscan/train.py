@@ -578,10 +578,9 @@ class Trainer:
         from imlscan.models.convert import load_grown
 
         cfg = self.cfg
-        hint = (
-            "leave --model out when fine-tuning (the weights decide the architecture), "
-            "or name the same variant with a cue added"
-        )
+        hint = "leave --model out when fine-tuning: the weights decide the architecture"
+        if f"{self.variant}-dup" in list_models():
+            hint += f" (or --model {self.variant}-dup to add the duplication cue)"
         if name not in list_models():
             raise UsageError(f"unknown --model {name!r}", hint=f"use one of {', '.join(list_models())}")
         torch.manual_seed(cfg.seed)

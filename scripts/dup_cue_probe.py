@@ -1,7 +1,7 @@
 """What the duplication cue contributes: per-image pixel AUC of a ``sparsevit-*-dup`` model with
 its cue and with the cue switched off, and of the cue's raw top-1 ZNCC alone, at the paper
 protocol's 512x512 input. Runs on a synthetic set's pure-translation copy-moves (a
-``manifest.json`` written by ``imlscan synth``) or on every pair of a ``pairs.json``.
+``manifest.json`` written by ``imlscan synth``) or on every manipulated pair of a ``pairs.json``.
 
     python scripts/dup_cue_probe.py data/synth-val/manifest.json runs/v16-cal.safetensors
     python scripts/dup_cue_probe.py ../shared/data/real-val/noso/pairs.json runs/v16-cal.safetensors
@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import torch
 
+from imlscan.data.datasets import NEGATIVE
 from imlscan.imageio import load_image
 from imlscan.metrics import pixel_auc
 from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD
@@ -30,7 +31,7 @@ def pairs_of(path: Path) -> list[tuple[Path, Path]]:
     data = json.loads(path.read_text())
     root = path.parent
     if isinstance(data, list):
-        return [(root / a, root / b) for a, b in data]
+        return [(root / a, root / b) for a, b in data if b != NEGATIVE]
     return [
         (root / s["image"], root / s["mask"])
         for s in data["samples"]

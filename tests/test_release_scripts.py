@@ -277,8 +277,8 @@ def test_dup_cue_probe_switches_the_cue_off_and_finds_the_copy(tmp_path):
     mask[40:56, 40:56] = 255
     cv2.imwrite(str(tmp_path / "a.png"), img[..., ::-1])
     cv2.imwrite(str(tmp_path / "a_gt.png"), mask)
-    (tmp_path / "pairs.json").write_text(json.dumps([["a.png", "a_gt.png"]]))
-    pairs = pairs_of(tmp_path / "pairs.json")
+    (tmp_path / "pairs.json").write_text(json.dumps([["a.png", "a_gt.png"], ["a.png", "Negative"]]))
+    pairs = pairs_of(tmp_path / "pairs.json")  # authentic pairs have no region to rank: left out
     torch.manual_seed(0)
     model = create_model("sparsevit-test-dup").eval()
     res = probe(model, pairs)

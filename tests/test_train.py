@@ -379,8 +379,9 @@ def test_init_from_weights_and_architecture_mismatch(tmp_path, one_pair, tiny_we
         _cfg(tmp_path, "ft", [str(one_pair)], model=None, init=str(tiny_weights), max_steps=1, val=["none"])
     )
     assert summary["model"] == "sparsevit-test"
-    with pytest.raises(UsageError, match="holds"):
+    with pytest.raises(UsageError, match="holds") as err:
         train(_cfg(tmp_path, "ft2", [str(one_pair)], model="sparsevit-t", init=str(tiny_weights), max_steps=1))
+    assert "--model sparsevit-test-dup" in err.value.hint  # the one --model that would fit
 
 
 def test_cli_train_resume_and_errors(tmp_path, hosts):
@@ -516,3 +517,6 @@ def test_init_grows_a_model_into_the_duplication_cue(tmp_path, one_pair, tiny_we
     model, meta = model_from_file(run / "best.safetensors")
     assert meta["variant"] == "sparsevit-test-dup" and model.head.dup is not None
     assert model.head.dup.fc2.weight.abs().sum() > 0  # the cue trained
+    resumed = load_run_config(run, {"max_steps": 3})
+    assert train(resumed, resume=True)["model"] == "sparsevit-test-dup"
+    assert sorted(_train_losses(run)) == [1, 2, 3]  # continued where it stopped, not from step 1

@@ -108,10 +108,7 @@ def load_grown(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]) -> l
     Why: a cue trained from scratch on top of a trained encoder needs far fewer steps than the
     whole network, and the zero-initialized cue leaves the loaded model's output unchanged."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    extra = [k for k in missing if not k.startswith(GROWN_PREFIXES)]
-    if extra:
-        check_state_dict(model, state_dict)
-    check_state_dict(model, {**{k: own[k] for k in missing}, **state_dict})
+    added = [k for k in own if k not in state_dict and k.startswith(GROWN_PREFIXES)]
+    check_state_dict(model, {**{k: own[k] for k in added}, **state_dict})
     model.load_state_dict(state_dict, strict=False)
-    return missing
+    return added
