@@ -25,6 +25,16 @@
 # translated copy-moves' AUC above v13's / v15's 0.788, with synthetic F1 within noise of v13's.
 # Result: refuted; NoSo paper AUC 0.758, translated copy-moves 0.784: the head ignores the cue
 # (scripts/dup_cue_probe.py: AUC with and without it within 0.003). See the model card.
+#   BENCH=0 OPTS='&kinds=0.3,0.5,0.2&translate=0.6&host_resize=0.5' NAME=gpu6 MIN=8.5 KILL=570 bash scripts/gpu_stage_mix.sh  (v18)
+# v18 tests (prediction written before the run, 2026-11-26): v13's run and data with one change, half
+# the hosts downscaled x0.5-0.9 before they are manipulated (host_resize=0.5; never in training so far).
+# NoSo's photos were resized before forging, and v9 loses 0.04 AUC on host-resized synthetic forgeries
+# (data/synth-val-rs: 0.848 against 0.887), so resolution variety may be what the generator lacks.
+# Prediction: on the host-resized set AUC at least 0.870; on the 500-image set F1 at least 0.40 and
+# AUC at least 0.893; NoSo paper AUC and best-threshold F1 above v9's (0.7575 / 0.175) and native AUC
+# above v9's 0.762. If NoSo falls again, resolution variety is not what the generator lacks.
+# Result: synthetic half met (host-resized AUC 0.881, val F1 0.421, AUC 0.902); NoSo refuted: paper AUC
+# 0.716, best-threshold F1 0.146; native AUC 0.778. Seven of eight NoSo numbers fell; not shipped.
 # OPTS are extra synth: spec options for both halves of the mix (and the validation generator).
 # Tried on the CPU with tiny settings first: MIN=0.3 DEV=cpu W=1 VS=8 VE=5 BS=2 SIZE=64 bash scripts/gpu_stage_mix.sh
 set -u
