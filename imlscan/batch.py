@@ -172,6 +172,8 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
         "precision": predictor.precision,
         "threshold": float(threshold),
     }
+    if predictor.copy_move is not None:  # only then, so records written before the fusion existed stay valid
+        settings["copy_move"] = predictor.copy_move.config.to_dict()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -205,6 +205,13 @@ def parse_int_list(text: str, what: str) -> list[int]:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 
 
+def _normalized(rgb: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    import cv2
+
+    x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    return (torch.from_numpy(x).to(dev).permute(2, 0, 1)[None].float() - mean) / std
+
+
 def run_end_to_end(
     model: torch.nn.Module,
     folder: str | os.PathLike,
@@ -214,14 +221,16 @@ def run_end_to_end(
     size: int = 512,
     limit: int | None = None,
     out_dir: str | os.PathLike | None = None,
+    copy_move: bool | None = None,
 ) -> dict:
-    """Time each stage of scanning a folder (decode, preprocess, model, write outputs), one
-    image at a time, to show where the time goes. Outputs go to a temporary folder unless
-    ``out_dir`` is given."""
+    """Time each stage of scanning a folder (decode, preprocess, model, copy-move matcher when
+    the weights carry it or ``copy_move`` asks, write outputs), one image at a time, to show where
+    the time goes. Outputs go to a temporary folder unless ``out_dir`` is given."""
     import tempfile
 
     import cv2
 
+    from imlscan.copymove import fuse, matcher_for
     from imlscan.imageio import load_image
 
     dev = resolve_device(device)
@@ -229,10 +238,13 @@ def run_end_to_end(
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise UsageError(f"no images found in {folder}")
+    matcher = matcher_for(getattr(model, "weights_info", None), copy_move, dev)
     fast = prepare_fast_model(model.eval().to(dev), dev, prec)
     mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
-    stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "write": 0.0}
+    stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "copy_move": 0.0, "write": 0.0}
+    if matcher is None:
+        del stages["copy_move"]
     pixels = 0
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(out_dir or tmp)
@@ -245,18 +257,22 @@ def run_end_to_end(
                 t1 = time.perf_counter()
                 h, w = rgb.shape[:2]
                 pixels += h * w
-                x = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
-                x = (torch.from_numpy(x).to(dev).permute(2, 0, 1)[None].float() - mean) / std
+                x = _normalized(rgb, size, mean, std, dev)
                 t2 = time.perf_counter()
                 prob = torch.sigmoid(fast(x))[0, 0]
                 _sync(dev)
                 prob = prob.cpu().numpy()
                 t3 = time.perf_counter()
+                if matcher is not None:
+                    xm = x if matcher.config.size == size else _normalized(rgb, matcher.config.size, mean, std, dev)
+                    prob = fuse(prob, matcher.prob_map(xm, prob.shape))
+                    stages["copy_move"] += time.perf_counter() - t3
+                t3b = time.perf_counter()
                 prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
                 cv2.imwrite(str(out / f"{i:06d}.prob.png"), np.round(np.clip(prob, 0, 1) * 65535).astype(np.uint16))
                 cv2.imwrite(str(out / f"{i:06d}.mask.png"), (prob > 0.5).astype(np.uint8) * 255)
                 t4 = time.perf_counter()
-                for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                for k, dt in zip(("decode", "preprocess", "model", "write"), (t1 - t0, t2 - t1, t3 - t2, t4 - t3b)):
                     stages[k] += dt
     total = sum(stages.values())
     return {
@@ -267,6 +283,7 @@ def run_end_to_end(
         "images_per_s": len(files) / total,
         "seconds": {k: v for k, v in stages.items()},
         "share": {k: v / total for k, v in stages.items()},
+        "copy_move": matcher.config.to_dict() if matcher is not None else None,
     }
 
 
@@ -279,6 +296,7 @@ def run_native_scaling(
     tile: int = 1024,
     overlap: int = 128,
     cudnn: bool = False,
+    copy_move: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Native-resolution scans of 4:3 images of the given sizes through the tiled predictor:
@@ -291,7 +309,16 @@ def run_native_scaling(
     from imlscan.predict import Predictor
 
     dev = resolve_device(device)
-    pred = Predictor(model, device=dev, precision=precision, mode="native", tile=tile, overlap=overlap, cudnn=cudnn)
+    pred = Predictor(
+        model,
+        device=dev,
+        precision=precision,
+        mode="native",
+        tile=tile,
+        overlap=overlap,
+        cudnn=cudnn,
+        copy_move=copy_move,
+    )
     rng = np.random.default_rng(0)
     pred.predict_prob(rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8))  # warm-up at the tile shape
     rows = []
@@ -329,5 +356,6 @@ def run_native_scaling(
         "cudnn": cudnn and dev.type == "cuda",
         "tile": tile,
         "overlap": overlap,
+        "copy_move": pred.copy_move.config.to_dict() if pred.copy_move is not None else None,
         "rows": rows,
     }

@@ -104,7 +104,8 @@ def measure(
     opts.validate()
     items = ds.items[:limit] if limit else list(ds.items)
     preflight(ds, items)
-    predictor = Predictor(model, mode="resize")
+    # The bias calibrates the network's own map; a copy-move fusion has its own threshold.
+    predictor = Predictor(model, mode="resize", copy_move=False)
     score_fn, _ = _image_score_fn()
     res = run_setting(items, predictor, opts, None, score_fn=score_fn, advance=advance)
     acc = res.acc

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from imlscan.copymove import fuse, matcher_for
 from imlscan.device import autocast, cudnn_enabled, resolve_device, resolve_precision
 from imlscan.errors import UsageError
 from imlscan.models.fuse import fast_forward
@@ -62,6 +63,7 @@ class Predictor:
         fast: bool = True,
         compile: bool = False,
         cudnn: bool = False,
+        copy_move: bool | None = None,
     ):
         info = getattr(model, "weights_info", None)
         prep = info.preprocessing if info is not None else {}
@@ -92,6 +94,7 @@ class Predictor:
         self.cudnn = bool(cudnn)  # CUDA only; see imlscan.device.cudnn_enabled for why it is off
         self.fast = fast and isinstance(model, SparseViT)
         self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
+        self.copy_move = matcher_for(info, copy_move, self.device)
 
     def to_tensor(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack equally sized uint8 RGB arrays into a normalized ``B x 3 x H x W`` tensor."""
@@ -136,8 +139,20 @@ class Predictor:
         for idx in by_shape.values():
             probs = self._probs([inputs[i] for i in idx])
             for i, p in zip(idx, probs):
-                out[i] = _to_original(p, rgbs[i].shape[:2])
+                out[i] = _to_original(self._with_copy_move(p, rgbs[i]), rgbs[i].shape[:2])
+        for i, rgb in enumerate(rgbs):
+            if i not in inputs:
+                out[i] = self._with_copy_move(out[i], rgb)  # type: ignore[arg-type]
         return out  # type: ignore[return-value]
+
+    def _with_copy_move(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
+        """``prob`` (a map of ``image``, at any size) fused with the copy-move matcher's map of
+        ``image`` resized to the matcher's size, when the weights or the caller switch it on."""
+        if self.copy_move is None:
+            return prob
+        s = self.copy_move.config.size
+        small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
+        return fuse(prob, self.copy_move.prob_map(self.to_tensor([small]), prob.shape[:2]))
 
     def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""
@@ -188,6 +203,7 @@ class Predictor:
             "override_note": override_note(info, self.mode, self.size if self.mode == "resize" else None),
             "device": str(self.device),
             "precision": self.precision,
+            "copy_move": self.copy_move.config.to_dict() if self.copy_move is not None else None,
         }
 
 

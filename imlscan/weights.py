@@ -184,6 +184,16 @@ def save_weights(
     return hub.file_sha256(path)
 
 
+def rewrite_metadata(src: str | os.PathLike, dst: str | os.PathLike, update: dict) -> Path:
+    """Copy a weights file to ``dst`` with ``update`` merged into its metadata, atomically; the
+    tensors are copied bit for bit, so their recorded checksum and storage dtype stay valid."""
+    meta = {**read_metadata(src), **update}
+    tensors = _read_tensors(Path(src))
+    with atomic_path(dst) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    return Path(dst)
+
+
 def read_metadata(path: str | os.PathLike) -> dict:
     """The imlscan metadata of a weights file, with clear errors for non-weights files."""
     path = Path(path)

@@ -91,3 +91,28 @@ def test_native_bench_warms_up_at_the_tile_shape(monkeypatch):
     out = run_native_scaling(create_model("sparsevit-test"), [0.02], device="cpu", tile=128, overlap=32)
     assert shapes[0] == (128, 128)
     assert len(shapes) == 3 and out["rows"][0]["tiles"] > 1
+
+
+def test_bench_times_the_copy_move_matcher_as_its_own_stage(tmp_path, rng, tiny_weights):
+    from imlscan.copymove import CopyMoveConfig, attach
+
+    cm = tmp_path / "cm.safetensors"
+    attach(tiny_weights, cm, CopyMoveConfig(size=64))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(photos / f"{i}.png")
+    runs = {}
+    for flag in ("--copy-move", "--no-copy-move"):
+        args = ["bench", "--weights", str(cm), "--size", "64", "--folder", str(photos), "--json", flag]
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        runs[flag] = json.loads(r.stdout)
+    on, off = runs["--copy-move"], runs["--no-copy-move"]
+    assert (
+        on["copy_move"]["size"] == 64 and on["seconds"]["copy_move"] > 0 and abs(sum(on["share"].values()) - 1) < 1e-9
+    )
+    assert off["copy_move"] is None and "copy_move" not in off["seconds"]
+    r = runner.invoke(app, ["bench", "--weights", str(cm), "--native", "0.05", "--precision", "fp32", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["copy_move"]["size"] == 64

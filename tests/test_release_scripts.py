@@ -348,3 +348,49 @@ def test_fit_dup_cue_marks_a_copy_moves_source_where_it_was_copied_from():
     want = np.zeros_like(mask)
     want[30:40, 10:30] = True
     assert np.array_equal(source_mask(mask, flipped), want)
+
+
+def test_select_copy_move_picks_the_best_allowed_setting_and_attaches_it(tmp_path, tiny_model, capsys):
+    """With a network that flags nothing, the fusion off scores F1 0 and every setting that finds
+    the copies scores more; the rule picks the best one within the authentic limit and writes it
+    to the weights, and picks nothing when no setting keeps authentic photos clean enough."""
+    import cv2
+    import torch
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from select_copy_move import main
+    finally:
+        sys.path.pop(0)
+    with torch.no_grad():
+        tiny_model.head.classifier.bias.fill_(-20.0)  # the network's map is 0 everywhere
+    weights = tmp_path / "w.safetensors"
+    save_weights(tiny_model, weights, name="tiny-test", variant="sparsevit-test")
+    rng = np.random.default_rng(5)
+    pairs = []
+    for k in range(3):
+        img = cv2.GaussianBlur(rng.normal(128, 60, (128, 128, 3)).astype(np.float32), (0, 0), 1.0)
+        img = np.clip(img, 0, 255).astype(np.uint8)
+        pairs.append([f"a{k}.png", "Negative"])
+        cv2.imwrite(str(tmp_path / f"a{k}.png"), img)
+        img = img.copy()
+        img[72:120, 70:118] = img[8:56, 8:56]
+        mask = np.zeros((128, 128), np.uint8)
+        mask[72:120, 70:118] = 255
+        cv2.imwrite(str(tmp_path / f"c{k}.png"), img)
+        cv2.imwrite(str(tmp_path / f"c{k}_gt.png"), mask)
+        pairs.append([f"c{k}.png", f"c{k}_gt.png"])
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "cm.safetensors"
+    main([str(weights), str(tmp_path / "pairs.json"), "--size", "128", "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 2 * 7 + 2 and lines[0].startswith("fusion off") and " F1 0.0000" in lines[0]
+    chosen = json.loads(lines[-2].removeprefix("chosen: "))
+    scores = [float(line.split(" F1 ")[1].split()[0]) for line in lines[1:15]]
+    assert chosen["f1"] == pytest.approx(max(scores), abs=1e-4) and chosen["f1"] > 0.1
+    cm = read_metadata(out)["copy_move"]
+    assert (cm["radius"], cm["threshold"], cm["size"]) == (chosen["radius"], chosen["threshold"], 128)
+    assert cm["selected_on"].endswith("pairs.json") and cm["fusion_off_f1"] == 0.0
+    out.unlink()
+    main([str(weights), str(tmp_path / "pairs.json"), "--size", "128", "--out", str(out), "--max-authentic-fpr", "-1"])
+    assert capsys.readouterr().out.splitlines()[-1] == "chosen: null" and not out.exists()

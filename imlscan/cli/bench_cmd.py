@@ -35,6 +35,12 @@ def bench(
         "--cudnn",
         help="With --native on CUDA: scan with cuDNN on, as scans ran before (off by default: slow first scans).",
     ),
+    copy_move: bool | None = typer.Option(
+        None,
+        "--copy-move/--no-copy-move",
+        help="With --folder or --native: time the copy-move matcher too (default: as the weights say).",
+        show_default=False,
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
 ) -> None:
@@ -69,6 +75,7 @@ def bench(
             device=device,
             precision=precision.split(",")[0].strip(),
             cudnn=cudnn,
+            copy_move=copy_move,
             log=None if json_out else (lambda s: err_console.print(f"[dim]{s}[/]")),
         )
         res["model"] = name
@@ -77,7 +84,7 @@ def bench(
         return
     if folder is not None:
         prec = precision.split(",")[0].strip()
-        res = run_end_to_end(net, folder, device=device, precision=prec, size=size, limit=limit)
+        res = run_end_to_end(net, folder, device=device, precision=prec, size=size, limit=limit, copy_move=copy_move)
         res["model"] = name
         if json_out:
             stdout_json(res)

@@ -184,6 +184,12 @@ def eval_(
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
     workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0 = decode in the main process)."),
     tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Native protocol: tile side in pixels (0 = never tile)."),
+    copy_move: bool | None = typer.Option(
+        None,
+        "--copy-move/--no-copy-move",
+        help="Fuse the copy-move matcher's map with the model's (default: as the weights say).",
+        show_default=False,
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
     perturb: list[str] = typer.Option(
         [],
@@ -250,6 +256,7 @@ def eval_(
         size=512 if protocol == "paper" else None,
         tile=tile or None,
         batch_size=batch_size,
+        copy_move=copy_move,
     )
     info = predictor.weights_info
     if info is not None and not info.trained:

@@ -43,6 +43,13 @@ _WEIGHTS = typer.Option(
     help="A .safetensors file, a registered name or hf-hub:ORG/REPO. Default: the embedded weights.",
     show_default=False,
 )
+_COPY_MOVE = typer.Option(
+    None,
+    "--copy-move/--no-copy-move",
+    help="Fuse the copy-move matcher's map with the model's (default: as the weights say; "
+    "--no-copy-move is faster on CPUs).",
+    show_default=False,
+)
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 or auto.")
 _MAX_PIXELS = typer.Option(
@@ -136,6 +143,7 @@ def scan(
     size: int | None = _SIZE,
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
+    copy_move: bool | None = _COPY_MOVE,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -149,7 +157,7 @@ def scan(
     from imlscan.report import write_outputs
 
     images = expand_inputs(images)
-    predictor = _predictor(weights, device, precision, mode, size, tile=tile, overlap=tile_overlap)
+    predictor = _predictor(weights, device, precision, mode, size, tile=tile, overlap=tile_overlap, copy_move=copy_move)
     _announce(predictor)
     reports: list[dict[str, Any]] = []
     failed = 0
@@ -229,6 +237,7 @@ def batch(
     size: int | None = _SIZE,
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
+    copy_move: bool | None = _COPY_MOVE,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -246,9 +255,23 @@ def batch(
     if not input_dir.is_dir():
         raise UsageError(f"{input_dir}: not a folder" if input_dir.exists() else f"{input_dir}: folder not found")
     predictor = _predictor(
-        weights, device, precision, mode, size, tile=tile, overlap=tile_overlap, batch_size=batch_size
+        weights,
+        device,
+        precision,
+        mode,
+        size,
+        tile=tile,
+        overlap=tile_overlap,
+        batch_size=batch_size,
+        copy_move=copy_move,
     )
     _announce(predictor)
+    if predictor.copy_move is not None and predictor.device.type == "cpu":
+        err_console.print(
+            "[yellow]note: the copy-move matcher adds about 1 s per photo on a 2-core CPU (the network about "
+            "0.1 s); --no-copy-move skips it[/]",
+            soft_wrap=True,
+        )
     options = BatchOptions(
         out_dir=out,
         globs=list(glob),

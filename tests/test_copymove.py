@@ -1,0 +1,242 @@
+"""The copy-move matcher: what its evidence measures, that the fusion only adds the matcher's
+regions, and that weights files switch it on and off."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, config_of
+from imlscan.errors import UsageError
+
+SIZE = 128
+
+
+def _photo(seed: int = 0, size: int = SIZE) -> np.ndarray:
+    """Smooth-ish random texture (blurred noise), like a photo's detail, as uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.normal(128, 60, (size, size, 3)).astype(np.float32), (0, 0), 1.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _normalized(rgb: np.ndarray) -> torch.Tensor:
+    x = torch.from_numpy(rgb).permute(2, 0, 1).float()[None] / 255
+    return (x - 0.45) / 0.225
+
+
+def _copy_moved(dy: int, dx: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 48x48 block pasted (dy, dx) away from its source; the mask marks source and copy."""
+    rgb = _photo(seed)
+    rgb[8 + dy : 56 + dy, 8 + dx : 56 + dx] = rgb[8:56, 8:56].copy()
+    mask = np.zeros(rgb.shape[:2], bool)
+    mask[8:56, 8:56] = mask[8 + dy : 56 + dy, 8 + dx : 56 + dx] = True
+    return rgb, mask
+
+
+@pytest.mark.parametrize("shift", [(64, 66), (66, 60)])
+def test_a_copied_block_is_found_with_its_source_at_any_even_offset(shift):
+    rgb, mask = _copy_moved(*shift)
+    matcher = CopyMoveMatcher(CopyMoveConfig(size=SIZE))
+    zncc, offsets = matcher.best_matches(_normalized(rgb))
+    assert zncc.shape == (16, 16) and offsets.shape == (16, 16, 2)
+    # a cell whose 16x16 patch lies inside the copy matches its source (ZNCC 1 but for the
+    # descriptors' small regularizer) at exactly the shift
+    assert zncc[11, 11] > 0.97 and tuple(offsets[11, 11].tolist()) == (-shift[0], -shift[1])
+    assert zncc[4, 4] > 0.97 and tuple(offsets[4, 4].tolist()) == shift
+    prob = matcher.prob_map(_normalized(rgb), rgb.shape[:2])
+    assert prob.shape == rgb.shape[:2] and prob.dtype == np.float32
+    centres = [(32, 32), (32 + shift[0], 32 + shift[1])]
+    assert all(prob[c] > 0.3 for c in centres)  # both the source and the copy
+    assert prob[~cv2.dilate(mask.astype(np.uint8), np.ones((17, 17), np.uint8)).astype(bool)].max() == 0.0
+
+
+def test_texture_without_a_copy_matches_somewhere_but_the_offsets_disagree():
+    rgb = _photo(3)
+    matcher = CopyMoveMatcher(CopyMoveConfig(size=SIZE))
+    zncc, offsets = matcher.best_matches(_normalized(rgb))
+    assert zncc.max() > 0.3  # every patch has some best match ...
+    assert matcher.evidence(zncc, offsets).max() < 0.35  # ... which its neighbours do not share
+    assert matcher.prob_map(_normalized(rgb), rgb.shape[:2]).max() == 0.0
+
+
+def test_agreement_counts_neighbours_within_the_tolerance_and_nothing_outside_the_grid():
+    offsets = torch.zeros(5, 5, 2, dtype=torch.int64)
+    offsets[..., 1] = 40
+    offsets[2, 3] = torch.tensor([3, 40])  # one neighbour 3 px off: outside tolerance 2
+    zncc = torch.ones(5, 5)
+    ev = agreement_evidence(zncc, offsets, radius=1, tolerance=2)
+    assert ev[0, 0] == pytest.approx(3 / 8)  # a corner has 3 neighbours, all agreeing
+    assert ev[2, 2] == pytest.approx(7 / 8)  # the centre: all but the 3-px-off one
+    assert agreement_evidence(zncc, offsets, radius=1, tolerance=3)[2, 2] == pytest.approx(1.0)
+    assert agreement_evidence(0.5 * zncc, offsets, radius=1, tolerance=3)[2, 2] == pytest.approx(0.5)
+
+
+def test_config_round_trips_ignores_notes_and_rejects_bad_values():
+    cfg = CopyMoveConfig(radius=1, threshold=0.4)
+    assert CopyMoveConfig.from_dict({**cfg.to_dict(), "selected_on": "calib/pairs.json"}) == cfg
+    assert config_of({"copy_move": cfg.to_dict()}) == cfg
+    assert config_of({}) is None and config_of(None) is None
+    for bad in ({"threshold": 1.0}, {"key_stride": 3}, {"size": 100}, {"radius": 0}, {"threshold": "high"}):
+        with pytest.raises(UsageError):
+            CopyMoveConfig.from_dict(bad)
+
+
+def test_attach_keeps_the_tensors_bit_for_bit_and_records_the_settings(tiny_weights, tmp_path):
+    from safetensors.torch import load_file
+
+    from imlscan.weights import load_model, read_metadata, verify_weights
+
+    out = tmp_path / "cm.safetensors"
+    attach(tiny_weights, out, CopyMoveConfig(size=64, threshold=0.5), note={"selected_on": "x"})
+    before, after = load_file(str(tiny_weights)), load_file(str(out))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    meta = read_metadata(out)
+    assert meta["copy_move"]["threshold"] == 0.5 and meta["copy_move"]["selected_on"] == "x"
+    assert meta["tensors_sha256"] == read_metadata(tiny_weights)["tensors_sha256"]
+    assert meta["name"] == "cm" and read_metadata(tiny_weights)["name"] == "tiny-test"
+    verify_weights(out)
+    assert config_of(load_model(out, "cpu").weights_info.metadata) == CopyMoveConfig(size=64, threshold=0.5)
+    with pytest.raises(UsageError):
+        attach(out, out, CopyMoveConfig())
+
+
+def test_the_predictor_fuses_as_the_file_says_and_the_caller_can_override(tiny_weights, tmp_path):
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    out = tmp_path / "cm.safetensors"
+    attach(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
+    rgb, mask = _copy_moved(64, 66)
+    rgb = cv2.resize(rgb, (160, 144), interpolation=cv2.INTER_LINEAR)  # not the model's size
+    model = load_model(out, "cpu")
+    off = Predictor(model, mode="resize", size=64, copy_move=False)
+    on = Predictor(model, mode="resize", size=64)  # the file switches it on
+    assert off.copy_move is None and on.copy_move is not None
+    assert on.describe(rgb.shape)["copy_move"]["threshold"] == 0.5 and off.describe(rgb.shape)["copy_move"] is None
+    p_off, p_on = off.predict_prob(rgb), on.predict_prob(rgb)
+    assert p_on.shape == p_off.shape == rgb.shape[:2]
+    assert np.all(p_on >= p_off - 1e-6)  # the fusion only adds
+    small = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    cm = on.copy_move.prob_map(on.to_tensor([small]), (64, 64))
+    expected = cv2.resize(
+        np.maximum(off._probs([off.model_input(rgb)])[0], cm), (160, 144), interpolation=cv2.INTER_LINEAR
+    )
+    np.testing.assert_allclose(p_on, expected, atol=1e-5)
+    big = cv2.resize(mask.astype(np.uint8), (160, 144), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert p_on[big].mean() > p_off[big].mean() + 0.1
+    plain = Predictor(load_model(tiny_weights, "cpu"), mode="resize", size=64)
+    assert plain.copy_move is None
+    forced = Predictor(load_model(tiny_weights, "cpu"), mode="resize", size=64, copy_move=True)
+    assert forced.copy_move.config == CopyMoveConfig()
+
+
+def test_native_and_tiled_maps_are_fused_at_full_resolution(tiny_weights, tmp_path):
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    out = tmp_path / "cm.safetensors"
+    attach(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
+    rgb, mask = _copy_moved(64, 66)
+    rgb = cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_LINEAR)
+    mask = cv2.resize(mask.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST).astype(bool)
+    model = load_model(out, "cpu")
+    for tile in (None, 128):
+        on = Predictor(model, mode="native", tile=tile, overlap=32)
+        off = Predictor(model, mode="native", tile=tile, overlap=32, copy_move=False)
+        p_on, p_off = on.predict_prob(rgb), off.predict_prob(rgb)
+        assert p_on.shape == (256, 256) and np.all(p_on >= p_off - 1e-6)
+        assert p_on[mask].mean() > p_off[mask].mean() + 0.1
+
+
+def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_path):
+    from imlscan.batch import settings_key
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    model = load_model(tiny_weights, "cpu")
+    pred = Predictor(model, copy_move=False)
+    plain = settings_key(pred, 0.5)
+    assert settings_key(Predictor(model), 0.5) == plain
+    assert settings_key(Predictor(model, copy_move=True), 0.5) != plain
+    # without the fusion the key is the one imlscan wrote before the fusion existed
+    older = {
+        "schema": "imlscan.batch/1",
+        "weights": model.weights_info.sha256,
+        "mode": "resize",
+        "size": 512,
+        "tile": None,
+        "mean": pred.mean,
+        "std": pred.std,
+        "precision": "fp32",
+        "threshold": 0.5,
+    }
+    assert plain == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_otherwise(tmp_path, tiny_model):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from imlscan.cli import app
+    from imlscan.weights import read_metadata, save_weights
+
+    runner = CliRunner()
+    with torch.no_grad():
+        tiny_model.head.classifier.bias.fill_(-20.0)  # the network alone flags nothing
+    src = tmp_path / "w.safetensors"
+    save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
+    out = tmp_path / "cm.safetensors"
+    args = ["weights", "copy-move", str(src), "--out", str(out), "--size", "128", "--radius", "1", "--threshold", "0.5"]
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout) == CopyMoveConfig(size=128, radius=1, threshold=0.5).to_dict()
+    assert read_metadata(out)["copy_move"]["radius"] == 1
+    res = runner.invoke(app, [*args, "--references", str(tmp_path / "pairs.json")])
+    assert res.exit_code != 0 and "not calibrated" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["weights", "copy-move", str(src), "--out", str(out), "--key-stride", "3"])
+    assert res.exit_code != 0 and "key_stride" in res.output and "Traceback" not in res.output
+
+    rgb, _ = _copy_moved(64, 66)
+    img = tmp_path / "photo.png"
+    Image.fromarray(rgb).save(img)
+    fractions = {}
+    for flag in ("--copy-move", "--no-copy-move"):
+        res = runner.invoke(app, ["scan", str(img), "--out", str(tmp_path / flag), "-w", str(out), "--json", flag])
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.stdout)
+        fractions[flag] = report["mask_fraction"]
+        assert (report["preprocessing"]["copy_move"] is None) == (flag == "--no-copy-move")
+    assert fractions["--no-copy-move"] == 0.0 and fractions["--copy-move"] > 0.05
+
+
+def test_eval_measures_the_fused_map_and_records_the_settings(tmp_path, tiny_model):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from imlscan.cli import app
+    from imlscan.weights import save_weights
+
+    with torch.no_grad():
+        tiny_model.head.classifier.bias.fill_(-20.0)
+    src = tmp_path / "w.safetensors"
+    save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
+    out = tmp_path / "cm.safetensors"
+    attach(src, out, CopyMoveConfig(size=128, radius=1, threshold=0.5))
+    rgb, mask = _copy_moved(64, 66)
+    Image.fromarray(rgb).save(tmp_path / "c.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "c_gt.png")
+    (tmp_path / "pairs.json").write_text(json.dumps([["c.png", "c_gt.png"]]))
+    reports = {}
+    for flag in ("--copy-move", "--no-copy-move"):
+        args = ["eval", str(tmp_path / "pairs.json"), "-w", str(out), "--out", str(tmp_path / flag), "--json"]
+        res = CliRunner().invoke(app, [*args, "--workers", "0", "--bootstrap", "0", flag])
+        assert res.exit_code == 0, res.output
+        reports[flag] = json.loads(res.stdout)
+    assert reports["--copy-move"]["copy_move"]["radius"] == 1 and reports["--no-copy-move"]["copy_move"] is None
+    assert reports["--no-copy-move"]["metrics"]["pixel_f1"] == 0.0
+    assert reports["--copy-move"]["metrics"]["pixel_f1"] > 0.3  # the copy and its source, both marked
