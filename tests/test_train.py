@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -214,6 +215,18 @@ def test_a_time_sized_cosine_is_refitted_at_each_validation(tmp_path, one_pair, 
         return args[0] + 2 if len(calls) == 1 else fitted(*args)
 
     monkeypatch.setattr(train_mod, "_estimate_total", first_far_too_short)
+
+    class Clock:  # the trainer's clock, advancing 0.02 s per reading: the run's length no longer depends on load
+        now = 0.0
+
+        def monotonic(self) -> float:
+            self.now += 0.02
+            return self.now
+
+        def __getattr__(self, name):
+            return getattr(time, name)
+
+    monkeypatch.setattr(train_mod, "time", Clock())
     cfg = _cfg(tmp_path, "refit", [str(one_pair)], max_minutes=0.08, val=[str(one_pair)], val_every=10, augment=False)
     summary = train(cfg)
     log = (tmp_path / "refit" / "train.log").read_text()
