@@ -372,25 +372,32 @@ def _infer_and_write(
     rgbs = [res["decoded"].rgb for _, res in items]
     t0 = time.perf_counter()
     try:
-        probs: list[Any] = predictor.predict_batch(rgbs)
+        parts: list[Any] = predictor.predict_parts(rgbs)
         per_image = [(time.perf_counter() - t0) / len(items)] * len(items)
     except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
-        probs, per_image = [], []
+        parts, per_image = [], []
         for rgb in rgbs:
             t1 = time.perf_counter()
             try:
-                probs.append(predictor.predict_prob(rgb))
+                parts.append(predictor.predict_parts([rgb])[0])
             except Exception as e:  # noqa: BLE001
-                probs.append(e)
+                parts.append(e)
             per_image.append(time.perf_counter() - t1)
-    for (rel, res), prob, inf_s in zip(items, probs, per_image):
+    for (rel, res), part, inf_s in zip(items, parts, per_image):
         decoded = res["decoded"]
-        if isinstance(prob, Exception):
-            msg = f"{root / rel}: inference failed ({type(prob).__name__}: {str(prob).strip()[:200]})"
+        if isinstance(part, Exception):
+            msg = f"{root / rel}: inference failed ({type(part).__name__}: {str(part).strip()[:200]})"
             yield rel, _error_record(rel, root, key, msg, decoded.sha256)
             continue
+        prob, copy_move = part
         result = build_result(
-            decoded, prob, predictor, threshold=options.threshold, decode_s=res["decode_s"], inference_s=inf_s
+            decoded,
+            prob,
+            predictor,
+            threshold=options.threshold,
+            decode_s=res["decode_s"],
+            inference_s=inf_s,
+            copy_move=copy_move,
         )
         folder, name = out / Path(rel).parent, Path(rel).name
         _clear_previous(folder, name)

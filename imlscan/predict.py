@@ -126,33 +126,39 @@ class Predictor:
     def predict_batch(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Probability maps for several images; same-sized model inputs run together, in
         batches of at most ``batch_size``; large native-mode images are tiled."""
+        return [fused for fused, _ in self.predict_parts(rgbs)]
+
+    def predict_parts(self, rgbs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """Like ``predict_batch``, with the copy-move matcher's own map beside each fused map
+        (``None`` when the fusion is off), both at the input's resolution: reports use it to say
+        which regions the matcher flagged."""
         rgbs = [_check_rgb(r) for r in rgbs]
-        out: list[np.ndarray | None] = [None] * len(rgbs)
+        out: list[tuple[np.ndarray, np.ndarray | None] | None] = [None] * len(rgbs)
         by_shape: dict[tuple[int, int], list[int]] = {}
         inputs: dict[int, np.ndarray] = {}
         for i, rgb in enumerate(rgbs):
             if self.is_tiled(rgb.shape):
-                out[i] = self._predict_tiled(rgb)
+                out[i] = self._with_copy_move(self._predict_tiled(rgb), rgb)
                 continue
             inputs[i] = self.model_input(rgb)
             by_shape.setdefault(inputs[i].shape[:2], []).append(i)
         for idx in by_shape.values():
             probs = self._probs([inputs[i] for i in idx])
             for i, p in zip(idx, probs):
-                out[i] = _to_original(self._with_copy_move(p, rgbs[i]), rgbs[i].shape[:2])
-        for i, rgb in enumerate(rgbs):
-            if i not in inputs:
-                out[i] = self._with_copy_move(out[i], rgb)  # type: ignore[arg-type]
+                fused, cm = self._with_copy_move(p, rgbs[i])
+                shape = rgbs[i].shape[:2]
+                out[i] = (_to_original(fused, shape), None if cm is None else _to_original(cm, shape))
         return out  # type: ignore[return-value]
 
-    def _with_copy_move(self, prob: np.ndarray, image: np.ndarray) -> np.ndarray:
-        """``prob`` (a map of ``image``, at any size) fused with the copy-move matcher's map of
-        ``image`` resized to the matcher's size, when the weights or the caller switch it on."""
+    def _with_copy_move(self, prob: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(``prob`` fused with the copy-move matcher's map, that map), both at ``prob``'s size; the
+        matcher sees ``image`` resized to its own size. Unchanged ``prob`` and None when off."""
         if self.copy_move is None:
-            return prob
+            return prob, None
         s = self.copy_move.config.size
         small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
-        return fuse(prob, self.copy_move.prob_map(self.to_tensor([small]), prob.shape[:2]))
+        cm = self.copy_move.prob_map(self.to_tensor([small]), prob.shape[:2])
+        return fuse(prob, cm), cm
 
     def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""
@@ -277,6 +283,7 @@ class Region:
     area_fraction: float
     mean_prob: float
     max_prob: float
+    copy_move_share: float | None = None  # of its pixels the copy-move matcher flagged; None: matcher off
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -286,6 +293,7 @@ class Region:
             "area_fraction": round(self.area_fraction, 6),
             "mean_prob": round(self.mean_prob, 4),
             "max_prob": round(self.max_prob, 4),
+            "copy_move_share": None if self.copy_move_share is None else round(self.copy_move_share, 4),
         }
 
 
@@ -384,9 +392,11 @@ def scan(
             model, device=device, precision=precision, mode=mode, size=size, tile=tile, overlap=overlap
         )
     t1 = time.perf_counter()
-    prob = predictor.predict_prob(decoded.rgb)
+    prob, copy_move = predictor.predict_parts([decoded.rgb])[0]
     inference_s = time.perf_counter() - t1
-    return build_result(decoded, prob, predictor, threshold=threshold, decode_s=decode_s, inference_s=inference_s)
+    return build_result(
+        decoded, prob, predictor, threshold=threshold, decode_s=decode_s, inference_s=inference_s, copy_move=copy_move
+    )
 
 
 def build_result(
@@ -397,14 +407,16 @@ def build_result(
     threshold: float,
     decode_s: float = 0.0,
     inference_s: float = 0.0,
+    copy_move: np.ndarray | None = None,
 ) -> ScanResult:
-    """Score, mask, regions and provenance around a probability map (used by scan and batch)."""
+    """Score, mask, regions and provenance around a probability map (used by scan and batch);
+    ``copy_move``, the matcher's own map, says how much of each region the matcher flagged."""
     from imlscan.report import authentic_rank, find_regions, image_score, precision_mismatch_warning
 
     t0 = time.perf_counter()
     mask = prob > threshold
     score = image_score(prob)
-    regions, total = find_regions(prob, mask)
+    regions, total = find_regions(prob, mask, copy_move=None if copy_move is None else copy_move > threshold)
     info = predictor.weights_info
     model_info = _model_info(info, predictor.model)
     warnings = [UNTRAINED_WARNING] if model_info["trained"] is False else []

@@ -47,6 +47,11 @@ REGIONS_DEFINITION = (
     "connected components (8-connectivity) of the mask covering at least 0.01% of the image, "
     f"largest first, at most {MAX_REGIONS} listed"
 )
+COPY_MOVE_NOTE = (
+    "copy-move matcher: the share of the region that the copy-move matcher flagged. The matcher marks "
+    "content that occurs twice in the photo, so such regions come in pairs (the copy and its source, "
+    "which it cannot tell apart); look for the other one"
+)
 DISPLAY_MAX_SIDE = 1600
 THUMB_MAX_SIDE = 320
 OUTLINE_RGB = (0, 255, 255)
@@ -124,8 +129,10 @@ def find_regions(
     *,
     min_fraction: float = MIN_REGION_FRACTION,
     max_regions: int = MAX_REGIONS,
+    copy_move: np.ndarray | None = None,
 ) -> tuple[list[Region], int]:
-    """Connected flagged regions, largest first, and how many passed the size filter in all."""
+    """Connected flagged regions, largest first, and how many passed the size filter in all;
+    with ``copy_move`` (the pixels the copy-move matcher flagged) each region's share of them."""
     from imlscan.predict import Region
 
     h, w = mask.shape
@@ -134,6 +141,7 @@ def find_regions(
     keep = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= min_area]
     keep.sort(key=lambda i: (-int(stats[i, cv2.CC_STAT_AREA]), i))
     sums = np.bincount(labels.ravel(), weights=prob.ravel().astype(np.float64), minlength=n)
+    dup = None if copy_move is None else np.bincount(labels.ravel(), weights=copy_move.ravel(), minlength=n)
     regions = []
     for rid, i in enumerate(keep[:max_regions], 1):
         x, y, bw, bh, area = (int(v) for v in stats[i, :5])
@@ -149,9 +157,15 @@ def find_regions(
                 area_fraction=area / (h * w),
                 mean_prob=float(sums[i] / area),
                 max_prob=float(inside.max()),
+                copy_move_share=None if dup is None else float(dup[i] / area),
             )
         )
     return regions, len(keep)
+
+
+def _copy_move_cell(region: Region) -> str:
+    share = region.copy_move_share
+    return "" if share is None else f"<td>{100 * share:.0f}%</td>"
 
 
 # --- pictures -------------------------------------------------------------------------------------
@@ -348,13 +362,16 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
     if result.regions:
         rows = "".join(
             f"<tr><td>{r.id}</td><td>{r.x}, {r.y}, {r.width} x {r.height}</td><td>{100 * r.area_fraction:.3f}%</td>"
-            f"<td>{r.mean_prob:.3f}</td><td>{r.max_prob:.3f}</td></tr>"
+            f"<td>{r.mean_prob:.3f}</td><td>{r.max_prob:.3f}</td>{_copy_move_cell(r)}</tr>"
             for r in result.regions
         )
+        dup_head = "<th>copy-move matcher</th>" if result.regions[0].copy_move_share is not None else ""
         parts.append(
-            "<table><tr><th>#</th><th>box (x, y, w x h)</th><th>area</th><th>mean p</th><th>max p</th></tr>"
-            f"{rows}</table>"
+            "<table><tr><th>#</th><th>box (x, y, w x h)</th><th>area</th><th>mean p</th><th>max p</th>"
+            f"{dup_head}</tr>{rows}</table>"
         )
+        if dup_head:
+            parts.append(f"<p><small>{_e(COPY_MOVE_NOTE)}</small></p>")
     else:
         parts.append("<p>No region above the threshold.</p>")
     if inp.get("notes"):

@@ -212,6 +212,21 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
         fractions[flag] = report["mask_fraction"]
         assert (report["preprocessing"]["copy_move"] is None) == (flag == "--no-copy-move")
     assert fractions["--no-copy-move"] == 0.0 and fractions["--copy-move"] > 0.05
+    # the network flags nothing, so every region is the matcher's: the copy and its source, each whole
+    regions = json.loads((tmp_path / "--copy-move" / "photo.json").read_text())["regions"]
+    assert len(regions) == 2 and all(r["copy_move_share"] == 1.0 for r in regions)
+    centres = sorted(
+        (r["bbox"]["y"] + r["bbox"]["height"] // 2, r["bbox"]["x"] + r["bbox"]["width"] // 2) for r in regions
+    )
+    assert abs(centres[0][0] - 32) <= 8 and abs(centres[1][0] - 96) <= 8  # source at 8-56, copy at 72-120
+    html = runner.invoke(app, ["scan", str(img), "--out", str(tmp_path / "h"), "-w", str(out), "--html"])
+    assert html.exit_code == 0 and "copy-move matcher" in (tmp_path / "h" / "photo.html").read_text()
+    res = runner.invoke(
+        app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / "b"), "-w", str(out)]
+    )
+    assert res.exit_code == 0, res.output
+    record = json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[0])
+    assert [r["copy_move_share"] for r in record["regions"]] == [1.0, 1.0]
 
 
 def test_eval_measures_the_fused_map_and_records_the_settings(tmp_path, tiny_model):
