@@ -238,7 +238,7 @@ def run_end_to_end(
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise UsageError(f"no images found in {folder}")
-    matcher = matcher_for(getattr(model, "weights_info", None), copy_move, dev)
+    matcher = matcher_for(getattr(model, "weights_info", None), copy_move)
     fast = prepare_fast_model(model.eval().to(dev), dev, prec)
     mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255

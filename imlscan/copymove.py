@@ -9,7 +9,7 @@ by their neighbours. A copied region moves as a block, so its cells agree on one
 the chance best match of an ordinary textured patch points somewhere different from its
 neighbours'. That agreement is what makes the similarity usable: on the 68 authentic photos of
 the calibration set (512x512) the best-match ZNCC exceeds 0.6 on 92% of the pixels, the evidence
-below on 0.01% (in 4 of the 68 photos).
+below on 0.01% (in 4 of the 68 photos; a one-off count on cached matches, see the model card).
 
 The evidence per 8x8-pixel cell of the image resized to ``size`` x ``size``: the best zero-mean
 normalized cross-correlation (ZNCC) of the cell's 16x16 patch with patches centred every
@@ -39,7 +39,7 @@ from imlscan.errors import UsageError
 from imlscan.models.sparsevit import KEY_STRIDES, DuplicationCue, neighbour_index
 
 CELL = 8
-QUERY_CHUNK = 512  # query cells per similarity block: 512 x 65,536 fp32 keys = 128 MiB at 512 px
+QUERY_CHUNK = 512  # query cells per similarity block: 512 x 64,009 fp32 keys = 125 MiB at 512 px
 FAR = 1 << 20  # offset given to cells outside the grid, so they never agree
 
 
@@ -80,11 +80,11 @@ class CopyMoveConfig:
 
 
 class CopyMoveMatcher:
-    """Computes the copy-move map of images on ``device`` (see the module docstring)."""
+    """Computes the copy-move map of an image, on the device its tensor is on (see the module
+    docstring)."""
 
-    def __init__(self, config: CopyMoveConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(self, config: CopyMoveConfig | None = None):
         self.config = config or CopyMoveConfig()
-        self.device = torch.device(device)
 
     @torch.inference_mode()
     def best_matches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +115,12 @@ class CopyMoveMatcher:
 
     def prob_map(self, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
         """The matcher's probability map of a normalized ``1 x 3 x S x S`` image at ``shape``."""
-        e = self.evidence(*self.best_matches(x)).cpu().numpy().astype(np.float32)
+        return self.map_from_matches(*self.best_matches(x), shape)
+
+    def map_from_matches(self, zncc: torch.Tensor, offsets: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+        """The probability map at ``shape`` from ``best_matches``' output: settings other than the
+        search's (radius, tolerance, threshold) can be tried on the same matches."""
+        e = self.evidence(zncc, offsets).cpu().numpy().astype(np.float32)
         e = cv2.resize(e, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
         t = self.config.threshold
         return np.clip((e - t) / (1.0 - t), 0.0, 1.0)
@@ -148,13 +153,13 @@ def config_of(metadata: dict[str, Any] | None) -> CopyMoveConfig | None:
     return CopyMoveConfig.from_dict(entry) if entry else None
 
 
-def matcher_for(info: Any, enabled: bool | None, device: str | torch.device) -> CopyMoveMatcher | None:
+def matcher_for(info: Any, enabled: bool | None) -> CopyMoveMatcher | None:
     """The matcher a run uses: the weights' settings (``info`` a ``WeightsInfo`` or None) when
     ``enabled`` is None, none when False, the file's or else the default settings when True."""
     config = config_of(info.metadata if info is not None else None)
     if enabled is False or (enabled is None and config is None):
         return None
-    return CopyMoveMatcher(config, device)
+    return CopyMoveMatcher(config)
 
 
 def attach(
@@ -175,22 +180,26 @@ def attach(
     if Path(weights).resolve() == Path(out).resolve():
         raise UsageError("--out must differ from the input weights", hint="keep the file without the fusion")
     calibration = read_metadata(weights).get("calibration")
-    if references is not None and not calibration:
-        raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
+    authentic = None
+    if references is not None:  # checked before anything is written
+        if not calibration:
+            raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
+        authentic = _authentic_items(references)
     # A file that predicts differently gets its own name (the file's stem, as save_weights names files).
     rewrite_metadata(weights, out, {"name": Path(out).stem, "copy_move": {**(note or {}), **config.to_dict()}})
-    if references is not None:
-        scores = _reference_scores(out, references)
+    if authentic is not None:
+        from imlscan.calibrate import reference_scores
+        from imlscan.weights import load_model
+
+        scores = reference_scores(load_model(out, device="cpu", precision="fp32"), authentic)
         rewrite_metadata(out, out, {"calibration": {**calibration, "authentic_scores": scores}})
     return Path(out)
 
 
-def _reference_scores(weights: str | os.PathLike, dataset: str | os.PathLike) -> list[float]:
-    from imlscan.calibrate import reference_scores
+def _authentic_items(dataset: str | os.PathLike) -> list[Any]:
     from imlscan.data import load_dataset
-    from imlscan.weights import load_model
 
     authentic = [s for s in load_dataset(dataset).items if not s.manipulated]
     if not authentic:
         raise UsageError(f"{dataset}: no authentic image to score")
-    return reference_scores(load_model(weights, device="cpu", precision="fp32"), authentic)
+    return authentic

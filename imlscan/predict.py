@@ -94,7 +94,7 @@ class Predictor:
         self.cudnn = bool(cudnn)  # CUDA only; see imlscan.device.cudnn_enabled for why it is off
         self.fast = fast and isinstance(model, SparseViT)
         self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
-        self.copy_move = matcher_for(info, copy_move, self.device)
+        self.copy_move = matcher_for(info, copy_move)
 
     def to_tensor(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack equally sized uint8 RGB arrays into a normalized ``B x 3 x H x W`` tensor."""

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, fuse
+from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, fuse
 from imlscan.data import load_dataset
 from imlscan.data.datasets import read_mask
 from imlscan.imageio import load_image
@@ -36,7 +36,6 @@ from imlscan.weights import load_model, read_metadata
 
 RADII = (1, 2)
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
-TOLERANCE = CopyMoveConfig().tolerance
 
 
 def matches(weights: str, pairs: Path, size: int) -> list[dict]:
@@ -61,9 +60,8 @@ def score(rows: list[dict], radius: int | None, threshold: float) -> dict[str, f
     for r in rows:
         p = r["prob"]
         if radius is not None:
-            e = agreement_evidence(r["zncc"], r["offsets"], radius, TOLERANCE).numpy().astype(np.float32)
-            e = cv2.resize(e, p.shape[::-1], interpolation=cv2.INTER_LINEAR)
-            p = fuse(p, np.clip((e - threshold) / (1.0 - threshold), 0.0, 1.0))
+            matcher = CopyMoveMatcher(CopyMoveConfig(size=p.shape[0], radius=radius, threshold=threshold))
+            p = fuse(p, matcher.map_from_matches(r["zncc"], r["offsets"], p.shape))
         c = confusion(p, r["mask"], 0.5)
         (f1 if r["mask"].any() else fpr).append(c.f1 if r["mask"].any() else c.fpr)
     return {"f1": float(np.mean(f1)) if f1 else float("nan"), "authentic_fpr": float(np.mean(fpr)) if fpr else 0.0}

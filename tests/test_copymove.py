@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, config_of
-from imlscan.errors import UsageError
+from imlscan.errors import ImlscanError, UsageError
 
 SIZE = 128
 
@@ -255,3 +255,22 @@ def test_eval_measures_the_fused_map_and_records_the_settings(tmp_path, tiny_mod
     assert reports["--copy-move"]["copy_move"]["radius"] == 1 and reports["--no-copy-move"]["copy_move"] is None
     assert reports["--no-copy-move"]["metrics"]["pixel_f1"] == 0.0
     assert reports["--copy-move"]["metrics"]["pixel_f1"] > 0.3  # the copy and its source, both marked
+
+
+def test_attach_recomputes_the_reference_scores_and_checks_the_set_before_writing(tiny_weights, tmp_path):
+    from PIL import Image
+
+    from imlscan.weights import read_metadata, rewrite_metadata
+
+    calibrated = tmp_path / "cal.safetensors"
+    rewrite_metadata(tiny_weights, calibrated, {"calibration": {"threshold": 0.4, "authentic_scores": [-1.0]}})
+    out = tmp_path / "cm.safetensors"
+    with pytest.raises(ImlscanError):  # no such set: nothing written
+        attach(calibrated, out, CopyMoveConfig(size=64), references=tmp_path / "missing.json")
+    assert not out.exists()
+    rgb, _ = _copy_moved(64, 66)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    (tmp_path / "pairs.json").write_text(json.dumps([["a.png", "Negative"]]))
+    attach(calibrated, out, CopyMoveConfig(size=128, radius=1, threshold=0.5), references=tmp_path / "pairs.json")
+    cal = read_metadata(out)["calibration"]
+    assert cal["threshold"] == 0.4 and len(cal["authentic_scores"]) == 1 and 0.0 <= cal["authentic_scores"][0] <= 1.0
