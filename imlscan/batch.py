@@ -173,7 +173,7 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
         "threshold": float(threshold),
     }
     if predictor.copy_move is not None:  # only then, so records written before the fusion existed stay valid
-        settings["copy_move"] = predictor.copy_move.config.to_dict()
+        settings["copy_move"] = predictor.copy_move.settings()
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

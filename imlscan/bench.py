@@ -264,8 +264,10 @@ def run_end_to_end(
                 prob = prob.cpu().numpy()
                 t3 = time.perf_counter()
                 if matcher is not None:
-                    xm = x if matcher.config.size == size else _normalized(rgb, matcher.config.size, mean, std, dev)
-                    prob = fuse(prob, matcher.prob_map(xm, prob.shape))
+                    s = matcher.config.size
+                    small = cv2.resize(rgb, (s, s), interpolation=cv2.INTER_LINEAR)
+                    xm = x if s == size else _normalized(rgb, s, mean, std, dev)
+                    prob = fuse(prob, matcher.image_map(small, xm, prob.shape))
                     stages["copy_move"] += time.perf_counter() - t3
                 t3b = time.perf_counter()
                 prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -283,7 +285,7 @@ def run_end_to_end(
         "images_per_s": len(files) / total,
         "seconds": {k: v for k, v in stages.items()},
         "share": {k: v / total for k, v in stages.items()},
-        "copy_move": matcher.config.to_dict() if matcher is not None else None,
+        "copy_move": matcher.settings() if matcher is not None else None,
     }
 
 
@@ -356,6 +358,6 @@ def run_native_scaling(
         "cudnn": cudnn and dev.type == "cuda",
         "tile": tile,
         "overlap": overlap,
-        "copy_move": pred.copy_move.config.to_dict() if pred.copy_move is not None else None,
+        "copy_move": pred.copy_move.settings() if pred.copy_move is not None else None,
         "rows": rows,
     }

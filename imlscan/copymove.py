@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from imlscan.copymove_keypoints import KeypointConfig, KeypointMatcher, keypoint_config_of
 from imlscan.errors import UsageError
 from imlscan.models.sparsevit import KEY_STRIDES, DuplicationCue, neighbour_index
 
@@ -81,10 +82,27 @@ class CopyMoveConfig:
 
 class CopyMoveMatcher:
     """Computes the copy-move map of an image, on the device its tensor is on (see the module
-    docstring)."""
+    docstring), with the keypoint detector's map (``imlscan.copymove_keypoints``) fused in when
+    ``keypoints`` is given."""
 
-    def __init__(self, config: CopyMoveConfig | None = None):
+    def __init__(self, config: CopyMoveConfig | None = None, keypoints: KeypointConfig | None = None):
         self.config = config or CopyMoveConfig()
+        self.keypoints = KeypointMatcher(keypoints) if keypoints is not None else None
+
+    def settings(self) -> dict[str, Any]:
+        """What reports record: the dense settings, and the keypoint detector's when it is on."""
+        d = self.config.to_dict()
+        if self.keypoints is not None:
+            d["keypoints"] = self.keypoints.config.to_dict()
+        return d
+
+    def image_map(self, rgb: np.ndarray, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+        """The copy-move map at ``shape`` of a ``size`` x ``size`` uint8 image ``rgb`` whose
+        normalized tensor is ``x``: the dense matcher's, maxed with the keypoint detector's."""
+        m = self.prob_map(x, shape)
+        if self.keypoints is not None:
+            m = np.maximum(m, self.keypoints.prob_map(rgb, shape))
+        return m
 
     @torch.inference_mode()
     def best_matches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -155,11 +173,16 @@ def config_of(metadata: dict[str, Any] | None) -> CopyMoveConfig | None:
 
 def matcher_for(info: Any, enabled: bool | None) -> CopyMoveMatcher | None:
     """The matcher a run uses: the weights' settings (``info`` a ``WeightsInfo`` or None) when
-    ``enabled`` is None, none when False, the file's or else the default settings when True."""
-    config = config_of(info.metadata if info is not None else None)
+    ``enabled`` is None, none when False, and when True the file's settings, or both detectors'
+    defaults for a file that carries none."""
+    metadata = info.metadata if info is not None else None
+    config = config_of(metadata)
     if enabled is False or (enabled is None and config is None):
         return None
-    return CopyMoveMatcher(config)
+    keypoints = keypoint_config_of(metadata)
+    if config is None:
+        keypoints = keypoints or KeypointConfig()
+    return CopyMoveMatcher(config, keypoints)
 
 
 def attach(
@@ -168,13 +191,38 @@ def attach(
     config: CopyMoveConfig,
     note: dict[str, Any] | None = None,
     references: str | os.PathLike | None = None,
+    keypoints: KeypointConfig | None = None,
 ) -> Path:
     """Write a copy of ``weights`` (tensors unchanged, bit for bit) named after ``out``, whose
-    metadata switches the copy-move fusion on with ``config``; ``note`` records how the settings
-    were chosen.
+    metadata switches the copy-move fusion on with ``config`` (and the keypoint detector with
+    ``keypoints``, else off); ``note`` records how the settings were chosen.
 
     With ``references`` (the calibration set), the calibration's authentic reference scores are
     recomputed with the fusion on, so that ``score_vs_authentic`` compares like with like."""
+    entries: dict[str, Any] = {"copy_move": {**(note or {}), **config.to_dict()}}
+    entries["copy_move_keypoints"] = keypoints.to_dict() if keypoints is not None else None
+    return _attach(weights, out, entries, references)
+
+
+def attach_keypoints(
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    config: KeypointConfig,
+    note: dict[str, Any] | None = None,
+    references: str | os.PathLike | None = None,
+) -> Path:
+    """Like ``attach``, for the keypoint detector: ``weights`` must already carry the dense
+    matcher's settings, since the keypoint map is fused only when the copy-move fusion is on."""
+    from imlscan.weights import read_metadata
+
+    if not read_metadata(weights).get("copy_move"):
+        raise UsageError(f"{weights}: no copy_move settings", hint="attach the dense matcher first")
+    return _attach(weights, out, {"copy_move_keypoints": {**(note or {}), **config.to_dict()}}, references)
+
+
+def _attach(
+    weights: str | os.PathLike, out: str | os.PathLike, entries: dict[str, Any], references: str | os.PathLike | None
+) -> Path:
     from imlscan.weights import read_metadata, rewrite_metadata
 
     if Path(weights).resolve() == Path(out).resolve():
@@ -186,7 +234,7 @@ def attach(
             raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
         authentic = _authentic_items(references)
     # A file that predicts differently gets its own name (the file's stem, as save_weights names files).
-    rewrite_metadata(weights, out, {"name": Path(out).stem, "copy_move": {**(note or {}), **config.to_dict()}})
+    rewrite_metadata(weights, out, {"name": Path(out).stem, **entries})
     if authentic is not None:
         from imlscan.calibrate import reference_scores
         from imlscan.weights import load_model

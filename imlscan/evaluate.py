@@ -499,7 +499,7 @@ def evaluate_dataset(
         "protocol": {"name": opts.protocol, "description": PROTOCOLS[opts.protocol]}
         | ({"size": PAPER_SIZE} if opts.protocol == "paper" else {}),
         "weights": weights,
-        "copy_move": predictor.copy_move.config.to_dict() if predictor.copy_move is not None else None,
+        "copy_move": predictor.copy_move.settings() if predictor.copy_move is not None else None,
         "n_images": n,
         "n_manipulated": sum(s.manipulated for s in items),
         "n_authentic": sum(not s.manipulated for s in items),

@@ -157,7 +157,7 @@ class Predictor:
             return prob, None
         s = self.copy_move.config.size
         small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
-        cm = self.copy_move.prob_map(self.to_tensor([small]), prob.shape[:2])
+        cm = self.copy_move.image_map(small, self.to_tensor([small]), prob.shape[:2])
         return fuse(prob, cm), cm
 
     def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
@@ -209,7 +209,7 @@ class Predictor:
             "override_note": override_note(info, self.mode, self.size if self.mode == "resize" else None),
             "device": str(self.device),
             "precision": self.precision,
-            "copy_move": self.copy_move.config.to_dict() if self.copy_move is not None else None,
+            "copy_move": self.copy_move.settings() if self.copy_move is not None else None,
         }
 
 

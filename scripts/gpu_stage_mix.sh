@@ -40,7 +40,7 @@
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 MIN=${MIN:-7.0}; KILL=${KILL:-470}; DEV=${DEV:-cuda}
-INIT=${INIT:-weights/imlscan-sparsevit-t-v19.safetensors}  # v9's network, tensor for tensor
+INIT=${INIT:-weights/imlscan-sparsevit-t-v20.safetensors}  # v9's network, tensor for tensor
 OUTD=${OUT:-/tmp/out}; RUNS=${RUNS:-/tmp/runs}; mkdir -p "$OUTD" "$RUNS"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null; nproc
 python3 -m imlscan --version || { echo "imlscan does not start"; exit 3; }
@@ -57,14 +57,14 @@ tar czf "$OUTD/logs.tgz" -C "$RUNS" --exclude='*.pt' --exclude='*.safetensors' .
 tail -n 6 "$RUNS/t.log"
 [ "${BENCH:-1}" = 0 ] && exit 0
 if [ "${BENCH:-1}" = dup ]; then  # native scan cost of the cue: the trained file against the default
-  for w in "$OUTD/t-best.safetensors" weights/imlscan-sparsevit-t-v19.safetensors; do
+  for w in "$OUTD/t-best.safetensors" weights/imlscan-sparsevit-t-v20.safetensors; do
     timeout 45 python3 -m imlscan bench --weights "$w" --device "$DEV" --native 1,6 --precision fp32 \
       --no-baseline --json > "$OUTD/bench-$(basename "$w" .safetensors).json" 2>&1; echo "bench $w exit $?"
   done
   exit 0
 fi
 # Inference speed of the shipped default on this GPU (random inputs; then decode-to-files end to end).
-W9=weights/imlscan-sparsevit-t-v19.safetensors
+W9=weights/imlscan-sparsevit-t-v20.safetensors
 timeout 50 python3 -m imlscan bench --weights "$W9" --device "$DEV" --batch 1,16 --precision fp32,bf16 \
   --json > "$OUTD/bench-model.json" 2> "$OUTD/bench-model.err"; echo "bench model exit $?"
 timeout 35 python3 -m imlscan bench --weights "$W9" --device "$DEV" --native 1,12 --precision fp32 \

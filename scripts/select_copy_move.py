@@ -19,18 +19,13 @@ recomputed with the chosen fusion on.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
+from selection_rule import calibration_images, choose, parser, score_maps
 
 from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, fuse
-from imlscan.data import load_dataset
-from imlscan.data.datasets import read_mask
-from imlscan.imageio import load_image
-from imlscan.metrics import confusion
 from imlscan.predict import Predictor
 from imlscan.weights import load_model, read_metadata
 
@@ -43,12 +38,7 @@ def matches(weights: str, pairs: Path, size: int) -> list[dict]:
     predictor = Predictor(load_model(weights, device="cpu"), mode="resize", size=size, copy_move=False)
     matcher = CopyMoveMatcher(CopyMoveConfig(size=size))
     rows = []
-    for item in load_dataset(pairs).items:
-        rgb = cv2.resize(load_image(item.image_path).rgb, (size, size), interpolation=cv2.INTER_LINEAR)
-        mask = np.zeros((size, size), bool)
-        if item.manipulated:  # as eval's paper protocol: the mask resized with nearest neighbours
-            m = read_mask(item.mask_path).astype(np.uint8)
-            mask = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST) > 0
+    for rgb, mask in calibration_images(pairs, size):
         zncc, offsets = matcher.best_matches(predictor.to_tensor([rgb]))
         rows.append({"prob": predictor.predict_prob(rgb), "zncc": zncc, "offsets": offsets, "mask": mask})
     return rows
@@ -56,32 +46,26 @@ def matches(weights: str, pairs: Path, size: int) -> list[dict]:
 
 def score(rows: list[dict], radius: int | None, threshold: float) -> dict[str, float]:
     """Mean F1 at 0.5 over manipulated images and mean authentic pixel rate, fusion on or off."""
-    f1, fpr = [], []
-    for r in rows:
+
+    def fused(r: dict) -> np.ndarray:
         p = r["prob"]
-        if radius is not None:
-            matcher = CopyMoveMatcher(CopyMoveConfig(size=p.shape[0], radius=radius, threshold=threshold))
-            p = fuse(p, matcher.map_from_matches(r["zncc"], r["offsets"], p.shape))
-        c = confusion(p, r["mask"], 0.5)
-        (f1 if r["mask"].any() else fpr).append(c.f1 if r["mask"].any() else c.fpr)
-    return {"f1": float(np.mean(f1)) if f1 else float("nan"), "authentic_fpr": float(np.mean(fpr)) if fpr else 0.0}
+        if radius is None:
+            return p
+        matcher = CopyMoveMatcher(CopyMoveConfig(size=p.shape[0], radius=radius, threshold=threshold))
+        return fuse(p, matcher.map_from_matches(r["zncc"], r["offsets"], p.shape))
+
+    return score_maps((fused(r), r["mask"]) for r in rows)
 
 
 def select(rows: list[dict], max_authentic_fpr: float) -> tuple[dict | None, list[dict]]:
     """(the chosen setting or None, every setting's scores, the fusion off first)."""
     table = [{"radius": None, "threshold": None, **score(rows, None, 0.0)}]
     table += [{"radius": r, "threshold": t, **score(rows, r, t)} for r in RADII for t in THRESHOLDS]
-    allowed = [s for s in table[1:] if s["authentic_fpr"] <= max_authentic_fpr and s["f1"] > table[0]["f1"]]
-    return (max(allowed, key=lambda s: s["f1"]) if allowed else None), table
+    return choose(table, max_authentic_fpr), table
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("weights")
-    ap.add_argument("pairs", type=Path, help="the calibration set (pairs.json)")
-    ap.add_argument("--max-authentic-fpr", type=float, default=0.02)
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--out", type=Path, help="write the weights with the chosen settings attached")
+    ap = parser(__doc__)
     a = ap.parse_args(argv)
     chosen, table = select(matches(a.weights, a.pairs, a.size), a.max_authentic_fpr)
     for s in table:

@@ -13,3 +13,34 @@ def textured_photo(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     base = np.stack([xx / w * 200, yy / h * 200, (xx + yy) / (h + w) * 255], axis=2)
     noise = cv2.GaussianBlur(rng.normal(0, 40, (h, w, 3)).astype(np.float32), (0, 0), 1.5)
     return np.clip(base + noise + 20, 0, 255).astype(np.uint8)
+
+
+def multiscale_photo(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Texture with detail at several scales, as uint8 RGB: SIFT finds keypoints in it."""
+    layers = (cv2.GaussianBlur(rng.normal(0, 60 * s, (size, size, 3)).astype(np.float32), (0, 0), s) for s in (2, 4, 8))
+    return np.clip(sum(layers) + 128, 0, 255).astype(np.uint8)
+
+
+def transformed_copy(
+    rgb: np.ndarray,
+    angle: float,
+    scale: float,
+    flip: bool,
+    source: tuple[int, int] = (70, 70),
+    target: tuple[int, int] = (180, 175),
+    radius: int = 36,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A disc of ``rgb`` around ``source`` pasted around ``target``, rotated by ``angle`` degrees,
+    scaled and optionally mirrored: (image, source mask, copy mask)."""
+    h, w = rgb.shape[:2]
+    m = cv2.getRotationMatrix2D(source, angle, scale)
+    if flip:
+        mirror = np.array([[-1.0, 0.0, 2.0 * source[0]], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+        m = (np.vstack([m, [0, 0, 1]]) @ mirror)[:2]
+    m[:, 2] += np.subtract(target, source)
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, source, radius, 1, -1)
+    copy = cv2.warpAffine(disc, m, (w, h), flags=cv2.INTER_NEAREST).astype(bool)
+    out = rgb.copy()
+    out[copy] = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR)[copy]
+    return out, disc.astype(bool), copy

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, config_of
+from imlscan.copymove_keypoints import KeypointConfig
 from imlscan.errors import ImlscanError, UsageError
 
 SIZE = 128
@@ -192,10 +193,15 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
     out = tmp_path / "cm.safetensors"
     args = ["weights", "copy-move", str(src), "--out", str(out), "--size", "128", "--radius", "1", "--threshold", "0.5"]
-    res = runner.invoke(app, [*args, "--json"])
+    res = runner.invoke(app, [*args, "--no-keypoints", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout) == CopyMoveConfig(size=128, radius=1, threshold=0.5).to_dict()
+    assert json.loads(res.stdout) == {**CopyMoveConfig(size=128, radius=1, threshold=0.5).to_dict(), "keypoints": None}
+    assert read_metadata(out)["copy_move_keypoints"] is None
+    res = runner.invoke(app, [*args, "--json"])  # the keypoint detector is on by default, at its defaults
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["keypoints"] == KeypointConfig().to_dict()
     assert read_metadata(out)["copy_move"]["radius"] == 1
+    assert read_metadata(out)["copy_move_keypoints"] == KeypointConfig().to_dict()
     res = runner.invoke(app, [*args, "--references", str(tmp_path / "pairs.json")])
     assert res.exit_code != 0 and "not calibrated" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["weights", "copy-move", str(src), "--out", str(out), "--key-stride", "3"])
@@ -225,6 +231,7 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
         app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / "b"), "-w", str(out)]
     )
     assert res.exit_code == 0, res.output
+    assert "matcher and keypoint detector add about 1.4 s" in res.output  # the CPU cost note names both
     record = json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[0])
     assert [r["copy_move_share"] for r in record["regions"]] == [1.0, 1.0]
 

@@ -355,17 +355,9 @@ def test_select_copy_move_picks_the_best_allowed_setting_and_attaches_it(tmp_pat
     the copies scores more; the rule picks the best one within the authentic limit and writes it
     to the weights, and picks nothing when no setting keeps authentic photos clean enough."""
     import cv2
-    import torch
 
-    sys.path.insert(0, str(SCRIPTS))
-    try:
-        from select_copy_move import main
-    finally:
-        sys.path.pop(0)
-    with torch.no_grad():
-        tiny_model.head.classifier.bias.fill_(-20.0)  # the network's map is 0 everywhere
-    weights = tmp_path / "w.safetensors"
-    save_weights(tiny_model, weights, name="tiny-test", variant="sparsevit-test")
+    main = _script_main("select_copy_move")
+    weights = _blind_weights(tiny_model, tmp_path / "w.safetensors")
     rng = np.random.default_rng(5)
     pairs = []
     for k in range(3):
@@ -394,3 +386,64 @@ def test_select_copy_move_picks_the_best_allowed_setting_and_attaches_it(tmp_pat
     out.unlink()
     main([str(weights), str(tmp_path / "pairs.json"), "--size", "128", "--out", str(out), "--max-authentic-fpr", "-1"])
     assert capsys.readouterr().out.splitlines()[-1] == "chosen: null" and not out.exists()
+
+
+def test_select_copy_move_keypoints_picks_the_best_allowed_setting_and_attaches_it(tmp_path, tiny_model, capsys):
+    """Rotated and mirrored copies that only a few keypoints match: the network and the dense
+    matcher find nothing, the 5-inlier settings find them (mirrored ones only with the mirror
+    search), the rule picks the best allowed one and writes it, and picks nothing when the
+    authentic limit rules everything out."""
+    import cv2
+    from helpers import multiscale_photo, transformed_copy
+
+    from imlscan.copymove import CopyMoveConfig, attach
+
+    main = _script_main("select_copy_move_keypoints")
+    plain = _blind_weights(tiny_model, tmp_path / "w.safetensors")
+    weights = attach(plain, tmp_path / "cm.safetensors", CopyMoveConfig(size=256))
+    rng = np.random.default_rng(0)
+    pairs = []
+    for k, (angle, scale, flip) in enumerate([(25, 1.1, False), (-40, 0.85, False), (15, 1.0, True)]):
+        photo = multiscale_photo(rng, 256)
+        cv2.imwrite(str(tmp_path / f"a{k}.png"), photo)
+        pairs.append([f"a{k}.png", "Negative"])
+        img, source, copy = transformed_copy(photo, angle, scale, flip)
+        cv2.imwrite(str(tmp_path / f"c{k}.png"), img)
+        cv2.imwrite(str(tmp_path / f"c{k}_gt.png"), (source | copy).astype(np.uint8) * 255)
+        pairs.append([f"c{k}.png", f"c{k}_gt.png"])
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    out = tmp_path / "kp.safetensors"
+    main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 + 18 + 2 and lines[0].startswith("keypoints off") and " F1 0.0000" in lines[0]
+    rows = {line.split(" F1 ")[0].strip(): float(line.split(" F1 ")[1].split()[0]) for line in lines[1:19]}
+    assert rows["mirror True  inliers  5 corr 0.7"] > rows["mirror False inliers  5 corr 0.7"] > 0.3
+    chosen = json.loads(lines[-2].removeprefix("chosen: "))
+    assert chosen["f1"] == pytest.approx(max(rows.values()), abs=1e-4) and chosen["config"]["mirror"] is True
+    meta = read_metadata(out)
+    assert meta["copy_move_keypoints"]["min_inliers"] == chosen["config"]["min_inliers"] == 5
+    assert meta["copy_move_keypoints"]["keypoints_off_f1"] == 0.0 and meta["copy_move"]["size"] == 256
+    out.unlink()
+    main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--out", str(out), "--max-authentic-fpr", "-1"])
+    assert capsys.readouterr().out.splitlines()[-1] == "chosen: null" and not out.exists()
+
+
+def _script_main(name: str):
+    """A script's ``main``, imported from scripts/ (which the scripts themselves run from)."""
+    import importlib
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        return importlib.import_module(name).main
+    finally:
+        sys.path.pop(0)
+
+
+def _blind_weights(model, path: Path) -> Path:
+    """Weights of ``model`` whose map is 0 everywhere, so only the copy-move detectors flag."""
+    import torch
+
+    with torch.no_grad():
+        model.head.classifier.bias.fill_(-20.0)
+    save_weights(model, path, name="tiny-test", variant="sparsevit-test")
+    return path

@@ -46,7 +46,7 @@ _WEIGHTS = typer.Option(
 _COPY_MOVE = typer.Option(
     None,
     "--copy-move/--no-copy-move",
-    help="Fuse the copy-move matcher's map with the model's (default: as the weights say; "
+    help="Fuse the copy-move detectors' maps with the model's (default: as the weights say; "
     "--no-copy-move is faster on CPUs).",
     show_default=False,
 )
@@ -267,9 +267,11 @@ def batch(
     )
     _announce(predictor)
     if predictor.copy_move is not None and predictor.device.type == "cpu":
+        both = predictor.copy_move.keypoints is not None
+        cost = "matcher and keypoint detector add about 1.4 s" if both else "matcher adds about 1 s"
         err_console.print(
-            "[yellow]note: the copy-move matcher adds about 1 s per photo on a 2-core CPU (the network about "
-            "0.1 s); --no-copy-move skips it[/]",
+            f"[yellow]note: the copy-move {cost} per photo on a 2-core CPU (the network about 0.1 s); "
+            f"--no-copy-move skips {'them' if both else 'it'}[/]",
             soft_wrap=True,
         )
     options = BatchOptions(

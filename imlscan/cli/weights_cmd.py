@@ -198,6 +198,9 @@ def info(
     rows += _calibration_rows(meta.get("calibration") or {})
     cm = meta.get("copy_move")
     rows += [(f"copy_move.{k}", v) for k, v in cm.items()] if cm else [("copy_move", "off")]
+    kp = meta.get("copy_move_keypoints")
+    if cm:
+        rows += [(f"copy_move_keypoints.{k}", v) for k, v in kp.items()] if kp else [("copy_move_keypoints", "off")]
     rows.append(("config", json.dumps(meta.get("config", {}), separators=(",", ":"))))
     rows.append(("tensors_sha256", meta.get("tensors_sha256") or "not recorded"))
     err_console.print(_table(rows, title=d["target"]))
@@ -285,26 +288,38 @@ def copy_move(
     key_stride: int = typer.Option(2, help="Pixels between the patches each cell is matched against (2, 4 or 8)."),
     exclude: int = typer.Option(3, help="Cells around each cell that are never matched (too near to be a copy)."),
     size: int = typer.Option(512, help="Side the image is resized to for matching."),
+    keypoints: bool = typer.Option(
+        True, "--keypoints/--no-keypoints", help="Also fuse the keypoint detector (rotated, scaled, mirrored copies)."
+    ),
+    kp_min_inliers: int = typer.Option(20, help="Keypoint detector: matches a copy needs."),
+    kp_corr: float = typer.Option(0.7, help="Keypoint detector: correlation a copied pixel needs."),
+    kp_mirror: bool = typer.Option(
+        True, "--kp-mirror/--kp-no-mirror", help="Keypoint detector: also look for mirrored copies."
+    ),
     references: str | None = typer.Option(
         None, help="The calibration set: recompute the authentic reference scores with the fusion on."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the settings as JSON on stdout."),
 ) -> None:
     """Switch on the copy-move fusion in a copy of a weights file: scans, batches and evals with it
-    take the pixel-wise maximum of the model's map and a parameter-free copy-move matcher's.
+    take the pixel-wise maximum of the model's map, a parameter-free copy-move matcher's and (unless
+    --no-keypoints) a keypoint detector's for rotated, scaled or mirrored copies.
 
     Example: imlscan weights copy-move model.safetensors --out model-cm.safetensors --references calib/pairs.json
     """
     from imlscan.copymove import CopyMoveConfig, attach
+    from imlscan.copymove_keypoints import KeypointConfig
     from imlscan.weights import read_metadata
 
     config = CopyMoveConfig(
         size=size, key_stride=key_stride, exclude=exclude, radius=radius, tolerance=tolerance, threshold=threshold
     )
-    attach(src, out, config, references=references)
+    kp = KeypointConfig(min_inliers=kp_min_inliers, corr=kp_corr, mirror=kp_mirror) if keypoints else None
+    attach(src, out, config, references=references, keypoints=kp)
+    settings = {**config.to_dict(), "keypoints": kp.to_dict() if kp else None}
     if json_out:
-        stdout_json(config.to_dict())
-    err_console.print(f"wrote {out}: copy-move fusion on ({config.to_dict()})", markup=False)
+        stdout_json(settings)
+    err_console.print(f"wrote {out}: copy-move fusion on ({settings})", markup=False)
     if references is None and read_metadata(out).get("calibration"):
         err_console.print(
             "note: the authentic reference scores were computed without the fusion; "

@@ -1,0 +1,185 @@
+"""The keypoint copy-move detector: rotated, scaled and mirrored copies are found with their
+sources; what repeats by nature (symmetry, periodic texture) is not; weights files switch it on."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from helpers import multiscale_photo, transformed_copy
+
+from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, attach_keypoints, matcher_for
+from imlscan.copymove_keypoints import (
+    KeypointConfig,
+    KeypointMatcher,
+    both_ways,
+    keypoint_config_of,
+    local_zncc,
+    ransac_affine,
+)
+from imlscan.errors import UsageError
+
+SIZE = 256
+
+
+def _photo(seed: int = 0, size: int = SIZE) -> np.ndarray:
+    return multiscale_photo(np.random.default_rng(seed), size)
+
+
+def _forged(angle: float, scale: float, flip: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return transformed_copy(_photo(seed), angle, scale, flip)
+
+
+@pytest.mark.parametrize("angle,scale,flip", [(25, 1.1, False), (-40, 0.85, False), (15, 1.0, True)])
+def test_a_transformed_copy_is_flagged_with_its_source_and_little_else(angle, scale, flip):
+    rgb, source, copy = _forged(angle, scale, flip)
+    prob = KeypointMatcher(KeypointConfig(min_inliers=5)).prob_map(rgb)
+    assert prob.shape == rgb.shape[:2] and prob.dtype == np.float32
+    assert prob[copy].mean() > 0.8 and prob[source].mean() > 0.8
+    assert prob[~(copy | source)].mean() < 0.01
+
+
+def test_a_mirrored_copy_needs_the_mirror_search():
+    rgb, source, copy = _forged(15, 1.0, True)
+    assert KeypointMatcher(KeypointConfig(min_inliers=5, mirror=False)).prob_map(rgb).max() == 0.0
+    assert KeypointMatcher(KeypointConfig(min_inliers=5, mirror=True)).prob_map(rgb)[copy].mean() > 0.8
+
+
+def test_symmetric_and_periodic_images_are_not_flagged():
+    """What repeats by nature is not a copy: a mirror-symmetric picture maps onto itself (its
+    matches interleave, so no transform is kept), and a tiled one onto its shifted self (a
+    transform is kept from the few unambiguous matches at the edge tiles, but its two sides
+    overlap, so nothing is flagged)."""
+    symmetric = _photo(1)
+    symmetric[:, SIZE // 2 :] = symmetric[:, : SIZE // 2][:, ::-1]
+    periodic = np.tile(_photo(2, 64), (4, 4, 1))
+    matcher = KeypointMatcher(KeypointConfig(min_inliers=5))
+    gray = cv2.cvtColor(symmetric, cv2.COLOR_RGB2GRAY)
+    assert len(matcher.matches(gray)[0]) > 100
+    assert matcher.transforms(*matcher.matches(gray)) == []
+    gray = cv2.cvtColor(periodic, cv2.COLOR_RGB2GRAY)
+    shifts = [t.matrix[:, 2] for t in matcher.transforms(*matcher.matches(gray))]
+    assert shifts and all(np.isclose(np.abs(s).max(), 64, atol=1) for s in shifts)
+    for rgb in (symmetric, periodic):
+        assert matcher.prob_map(rgb).max() == 0.0
+
+
+def test_a_photo_without_a_copy_gives_an_empty_map_at_the_asked_shape():
+    prob = KeypointMatcher().prob_map(_photo(5), (100, 80))
+    assert prob.shape == (100, 80) and prob.max() == 0.0
+
+
+def test_ransac_recovers_a_transform_among_outliers_and_rejects_extreme_ones():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0, 200, (30, 2)).astype(np.float32)
+    true = np.array([[0.9, -0.3, 120.0], [0.3, 0.9, 40.0]])
+    b = (a @ true[:, :2].T + true[:, 2]).astype(np.float32)
+    b[20:] = rng.uniform(0, 200, (10, 2))  # a third are wrong matches
+    m, inl = ransac_affine(a, b, 2.0, np.random.default_rng(0))
+    np.testing.assert_allclose(m, true, atol=1e-3)
+    assert inl[:20].all() and not inl[20:].any()
+    assert ransac_affine(a, a * 5.0, 2.0, np.random.default_rng(0)) is None  # scale 5: never a copy
+
+
+def test_both_ways_gives_every_pair_once_in_each_direction():
+    p, q = np.array([[1.0, 2.0]], np.float32), np.array([[30.0, 40.0]], np.float32)
+    a, b = both_ways([(p, q), (q, p)])  # the copy found the source and the source the copy
+    assert sorted(map(tuple, np.hstack([a, b]).tolist())) == [(1, 2, 30, 40), (30, 40, 1, 2)]
+
+
+def test_local_zncc_is_one_for_an_affine_copy_and_zero_where_flat():
+    a = _photo(3)[..., 0].astype(np.float32)
+    z = local_zncc(a, 2.0 * a + 7.0, 7)
+    assert np.allclose(z[10:-10, 10:-10], 1.0, atol=1e-3)
+    flat = np.full_like(a, 50.0)
+    assert local_zncc(flat, a, 7).max() == 0.0
+
+
+def test_config_round_trips_and_rejects_bad_values():
+    cfg = KeypointConfig(min_inliers=20, corr=0.9, mirror=False)
+    assert KeypointConfig.from_dict({**cfg.to_dict(), "selected_on": "calib"}) == cfg
+    assert KeypointConfig.from_dict({"mirror": "false"}).mirror is False
+    assert keypoint_config_of({"copy_move_keypoints": cfg.to_dict()}) == cfg
+    assert keypoint_config_of({"copy_move": {}}) is None
+    for bad in ({"ratio": 1.0}, {"min_inliers": 2}, {"window": 4}, {"corr": 1.0}, {"min_shift": -1}, {"corr": "x"}):
+        with pytest.raises(UsageError):
+            KeypointConfig.from_dict(bad)
+
+
+def test_weights_files_switch_the_detector_on_and_reports_record_it(tiny_weights, tmp_path):
+    from safetensors.torch import load_file
+
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model, read_metadata
+
+    with pytest.raises(UsageError):  # the keypoint map is fused only with the dense matcher on
+        attach_keypoints(tiny_weights, tmp_path / "kp.safetensors", KeypointConfig())
+    dense = attach(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
+    both = attach_keypoints(
+        dense, tmp_path / "kp.safetensors", KeypointConfig(min_inliers=5), note={"selected_on": "x"}
+    )
+    before, after = load_file(str(tiny_weights)), load_file(str(both))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    meta = read_metadata(both)
+    assert meta["copy_move_keypoints"]["selected_on"] == "x" and meta["copy_move"]["size"] == SIZE
+
+    assert matcher_for(load_model(dense, "cpu").weights_info, None).keypoints is None
+    forced = matcher_for(load_model(tiny_weights, "cpu").weights_info, True)
+    assert forced.keypoints is not None and forced.keypoints.config == KeypointConfig()
+
+    rgb, source, copy = _forged(25, 1.1, False)
+    rgb = cv2.resize(rgb, (300, 280), interpolation=cv2.INTER_LINEAR)
+    on = Predictor(load_model(both, "cpu"), mode="resize", size=64)
+    without = Predictor(load_model(dense, "cpu"), mode="resize", size=64)
+    assert on.describe(rgb.shape)["copy_move"]["keypoints"]["min_inliers"] == 5
+    assert "keypoints" not in without.describe(rgb.shape)["copy_move"]  # old records keep their key
+    ((fused, cm),) = on.predict_parts([rgb])
+    ((fused0, cm0),) = without.predict_parts([rgb])
+    small = cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
+    kp = KeypointMatcher(KeypointConfig(min_inliers=5)).prob_map(small, (64, 64))
+    expected = cv2.resize(np.maximum(cv2.resize(fused0, (64, 64), interpolation=cv2.INTER_LINEAR), kp), (300, 280))
+    assert np.all(fused >= fused0 - 1e-6) and np.all(cm >= cm0 - 1e-6)
+    big = cv2.resize(copy.astype(np.uint8), (300, 280), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert cm[big].mean() > 0.7 and cm[big].mean() > cm0[big].mean() + 0.3
+    assert np.abs(fused - expected).mean() < 0.02
+
+
+def test_the_map_is_the_same_every_time():
+    rgb, _, _ = _forged(-40, 0.85, False)
+    matcher = KeypointMatcher(KeypointConfig(min_inliers=5))
+    first = matcher.prob_map(rgb)
+    assert first.max() > 0.9
+    np.testing.assert_array_equal(first, KeypointMatcher(KeypointConfig(min_inliers=5)).prob_map(rgb))
+
+
+def test_the_dense_matcher_alone_keeps_its_old_settings_record():
+    assert CopyMoveMatcher(CopyMoveConfig()).settings() == CopyMoveConfig().to_dict()
+    assert CopyMoveMatcher(CopyMoveConfig(), KeypointConfig()).settings()["keypoints"] == KeypointConfig().to_dict()
+
+
+def test_pixels_a_transform_barely_moves_are_never_compared():
+    """Near a rotation's centre a pixel is compared with its own neighbourhood, which always
+    correlates: those pixels (moved less than min_shift) are left out."""
+    from imlscan.copymove_keypoints import _far
+
+    shift = np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 0.0]])
+    assert _far(shift, 50, 60, 24.0).all() and not _far(shift, 50, 60, 31.0).any()
+    quarter = cv2.getRotationMatrix2D((100, 100), 90, 1.0)  # moves a pixel r from the centre by r * sqrt(2)
+    far = _far(quarter, 200, 200, 24.0)
+    ys, xs = np.mgrid[0:200, 0:200]
+    r = np.hypot(xs - 100, ys - 100)
+    assert not far[r < 16.5].any() and far[r > 17.5].all()
+
+
+def test_the_map_follows_how_well_the_copy_correlates_and_never_dips_below_the_floor():
+    from imlscan.copymove_keypoints import FLOOR
+
+    rgb, source, copy = _forged(25, 1.1, False)
+    degraded = rgb.copy()  # the copy JPEG-compressed at quality 70: still found, correlating less
+    degraded[copy] = cv2.imdecode(cv2.imencode(".jpg", rgb, [cv2.IMWRITE_JPEG_QUALITY, 70])[1], 1)[copy]
+    matcher = KeypointMatcher(KeypointConfig(min_inliers=5))
+    clean_map, degraded_map = matcher.prob_map(rgb), matcher.prob_map(degraded)
+    for m in (clean_map, degraded_map):
+        assert m[m > 0].min() >= FLOOR and m[copy].mean() > 0.6
+    assert degraded_map[copy].mean() < clean_map[copy].mean() - 0.04
