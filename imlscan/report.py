@@ -55,6 +55,7 @@ COPY_MOVE_NOTE = (
 DISPLAY_MAX_SIDE = 1600
 THUMB_MAX_SIDE = 320
 OUTLINE_RGB = (0, 255, 255)
+DUPLICATE_RGB = (255, 0, 255)  # labels of regions the copy-move detectors found (a copy or its source)
 BANNER_RGB = (200, 0, 0)
 HOW_TO_READ = [
     "The overlay colours each pixel by the model's estimated probability that it belongs to an edited "
@@ -181,7 +182,11 @@ def render_overlay(
     untrained: bool = False,
 ) -> np.ndarray:
     """The photo under a perceptual heat map (inferno) whose opacity grows with the probability,
-    flagged areas outlined and numbered like the regions table; a red banner if untrained."""
+    flagged areas outlined and numbered like the regions table; a red banner if untrained.
+
+    A region mostly flagged by the copy-move detectors is labelled "N dup" in magenta: it is a
+    copy or the source of one, and its twin is another "dup" region, which a reader of the
+    picture alone could not otherwise tell."""
     heat = cv2.applyColorMap(np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)
     heat = heat[:, :, ::-1].astype(np.float32)
     a = (alpha * np.clip(prob, 0, 1))[:, :, None].astype(np.float32)
@@ -194,8 +199,10 @@ def render_overlay(
     scale = max(0.35, min(h, w) / 900)
     for r in list(regions)[:20]:
         org = (r.x, max(r.y - 4, int(14 * scale)))
-        cv2.putText(out, str(r.id), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
-        cv2.putText(out, str(r.id), org, cv2.FONT_HERSHEY_SIMPLEX, scale, OUTLINE_RGB, thick, cv2.LINE_AA)
+        dup = r.copy_move_share is not None and r.copy_move_share >= 0.5
+        text, colour = (f"{r.id} dup", DUPLICATE_RGB) if dup else (str(r.id), OUTLINE_RGB)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick, cv2.LINE_AA)
     if untrained:
         _banner(out, "UNTRAINED MODEL - THIS MAP IS NOISE")
     return out

@@ -63,6 +63,25 @@ def test_overlay_heat_and_outline(photo):
     assert (np.abs(border.astype(int) - OUTLINE_RGB).sum(axis=1) < 60).mean() > 0.5
 
 
+def test_overlay_labels_the_copy_move_detectors_regions_as_duplicates():
+    from imlscan.predict import Region
+    from imlscan.report import DUPLICATE_RGB
+
+    photo = np.full((90, 120, 3), 128, np.uint8)  # grey: no magenta pixel by chance
+    prob = blob_prob()
+    mask = prob > 0.5
+
+    def region(share):
+        return Region(1, 35, 40, 40, 20, 800, 0.2, 0.9, 0.95, copy_move_share=share)
+
+    def magenta(img):
+        return int((np.abs(img[:40].astype(int) - DUPLICATE_RGB).sum(axis=2) < 40).sum())
+
+    assert magenta(render_overlay(photo, prob, mask, [region(0.0)])) == 0
+    assert magenta(render_overlay(photo, prob, mask, [region(None)])) == 0
+    assert magenta(render_overlay(photo, prob, mask, [region(1.0)])) >= 5
+
+
 def test_overlay_untrained_banner(photo):
     out = render_overlay(photo, np.zeros(photo.shape[:2], np.float32), untrained=True)
     top = out[:3].reshape(-1, 3).astype(int)
