@@ -447,3 +447,29 @@ def _blind_weights(model, path: Path) -> Path:
         model.head.classifier.bias.fill_(-20.0)
     save_weights(model, path, name="tiny-test", variant="sparsevit-test")
     return path
+
+
+def test_copy_move_false_alarms_counts_the_photos_each_detector_fires_on(tmp_path, tiny_weights, capsys):
+    import cv2
+    from helpers import multiscale_photo, transformed_copy
+
+    from imlscan.copymove import CopyMoveConfig, attach
+    from imlscan.copymove_keypoints import KeypointConfig
+
+    weights = attach(
+        tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=256), keypoints=KeypointConfig(min_inliers=5)
+    )
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    clean = multiscale_photo(rng, 256)
+    cv2.imwrite(str(photos / "clean.png"), clean[..., ::-1])  # OpenCV writes BGR
+    cv2.imwrite(str(photos / "copied.png"), transformed_copy(clean, 25, 1.1, False)[0][..., ::-1])
+    _script_main("copy_move_false_alarms")([str(photos), "--weights", str(weights), "--list"])
+    out = capsys.readouterr().out
+    summary = json.loads(out[: out.rindex("}") + 1])
+    assert summary["photos"] == 2 and summary["settings"]["keypoints"]["min_inliers"] == 5
+    assert summary["keypoints"]["photos_fired"] == 1 and summary["keypoints"]["share_of_photos"] == 0.5
+    assert summary["dense"]["photos_fired"] == 0  # a rotated copy is not the dense matcher's
+    assert 0 < summary["keypoints"]["mean_pixel_share"] < 0.1
+    assert out.strip().splitlines()[-1].endswith("copied.png")
