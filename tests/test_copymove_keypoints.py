@@ -68,6 +68,10 @@ def test_symmetric_and_periodic_images_are_not_flagged():
 def test_a_photo_without_a_copy_gives_an_empty_map_at_the_asked_shape():
     prob = KeypointMatcher().prob_map(_photo(5), (100, 80))
     assert prob.shape == (100, 80) and prob.max() == 0.0
+    two_squares = np.zeros((SIZE, SIZE, 3), np.uint8)  # a handful of keypoints, or none at all
+    two_squares[40:60, 40:60] = two_squares[150:170, 150:170] = 255
+    for rgb in (np.full((SIZE, SIZE, 3), 120, np.uint8), two_squares, _photo(6, 16)):
+        assert KeypointMatcher(KeypointConfig(min_inliers=3)).prob_map(rgb).max() == 0.0
 
 
 def test_ransac_recovers_a_transform_among_outliers_and_rejects_extreme_ones():
