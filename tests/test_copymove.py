@@ -231,7 +231,7 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
         app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / "b"), "-w", str(out)]
     )
     assert res.exit_code == 0, res.output
-    assert "matcher and keypoint detector add about 1.4 s" in res.output  # the CPU cost note names both
+    assert "matcher and keypoint detector add about 1 s" in res.output  # the CPU cost note names both
     record = json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[0])
     assert [r["copy_move_share"] for r in record["regions"]] == [1.0, 1.0]
 
@@ -281,3 +281,24 @@ def test_attach_recomputes_the_reference_scores_and_checks_the_set_before_writin
     attach(calibrated, out, CopyMoveConfig(size=128, radius=1, threshold=0.5), references=tmp_path / "pairs.json")
     cal = read_metadata(out)["calibration"]
     assert cal["threshold"] == 0.4 and len(cal["authentic_scores"]) == 1 and 0.0 <= cal["authentic_scores"][0] <= 1.0
+
+
+def test_the_cpu_block_search_gives_the_row_search_exactly_ties_and_exclusions_included(monkeypatch):
+    """The CPU path searches cache-sized blocks; it must pick the same value and the same key,
+    the first one on ties, as the whole-row search the GPU uses (and v19 was selected with)."""
+    import imlscan.copymove as cm
+
+    g = torch.Generator().manual_seed(0)
+    keys = torch.randint(-3, 4, (50, 8), generator=g).float()  # small integers: every product exact
+    keys[3] = 3.0  # the largest product any query can reach, for a query equal to it ...
+    keys[31] = keys[3]  # ... tied in another block ...
+    keys[4] = keys[3]  # ... and within the same one
+    q = torch.cat([keys[[3, 10, 20]], torch.randint(-3, 4, (9, 8), generator=g).float()])
+    near = torch.randint(0, 50, (12, 6), generator=g)
+    near[1, 0] = 10  # a query's own best match is excluded
+    monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 5)
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 7)  # blocks that do not divide the 50 keys
+    rows, blocks = cm._best_in_rows(q, keys, near), cm._best_in_blocks(q, keys, near)
+    assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])
+    assert blocks[1][0] == 3  # the first of the three identical keys
+    assert blocks[1][1] != 10 and not bool((near[1] == blocks[1][1]).any())

@@ -268,7 +268,7 @@ def batch(
     _announce(predictor)
     if predictor.copy_move is not None and predictor.device.type == "cpu":
         both = predictor.copy_move.keypoints is not None
-        cost = "matcher and keypoint detector add about 1.4 s" if both else "matcher adds about 1 s"
+        cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
         err_console.print(
             f"[yellow]note: the copy-move {cost} per photo on a 2-core CPU (the network about 0.1 s); "
             f"--no-copy-move skips {'them' if both else 'it'}[/]",
