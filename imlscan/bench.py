@@ -223,7 +223,7 @@ def run_end_to_end(
     out_dir: str | os.PathLike | None = None,
     copy_move: bool | None = None,
 ) -> dict:
-    """Time each stage of scanning a folder (decode, preprocess, model, copy-move matcher when
+    """Time each stage of scanning a folder (decode, preprocess, model, copy-move detectors when
     the weights carry it or ``copy_move`` asks, write outputs), one image at a time, to show where
     the time goes. Outputs go to a temporary folder unless ``out_dir`` is given."""
     import tempfile

@@ -26,9 +26,9 @@ shipped default's entry was selected on training-split forgeries (model card).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -37,6 +37,7 @@ import torch.nn.functional as F
 
 from imlscan.copymove_keypoints import KeypointConfig, KeypointMatcher, keypoint_config_of
 from imlscan.errors import UsageError
+from imlscan.metadata_settings import MetadataSettings
 from imlscan.models.sparsevit import KEY_STRIDES, DuplicationCue, neighbour_index
 
 CELL = 8
@@ -46,8 +47,10 @@ FAR = 1 << 20  # offset given to cells outside the grid, so they never agree
 
 
 @dataclass(frozen=True)
-class CopyMoveConfig:
+class CopyMoveConfig(MetadataSettings):
     """The matcher's settings (see the module docstring); stored in a weights file's metadata."""
+
+    ENTRY: ClassVar[str] = "copy_move"
 
     size: int = 512
     key_stride: int = 2
@@ -67,18 +70,6 @@ class CopyMoveConfig:
             raise UsageError("copy_move exclude and radius must be at least 1 and tolerance at least 0")
         if not 0.0 <= self.threshold < 1.0:
             raise UsageError(f"copy_move threshold must be in [0, 1), got {self.threshold}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CopyMoveConfig:
-        """Read a metadata entry; keys other than the settings (provenance notes) are ignored."""
-        names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: type(getattr(cls, k))(v) for k, v in d.items() if k in names})
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad copy_move entry in the weights metadata: {e}") from None
 
 
 class CopyMoveMatcher:
@@ -199,8 +190,7 @@ def fuse(prob: np.ndarray, copy_move: np.ndarray) -> np.ndarray:
 
 def config_of(metadata: dict[str, Any] | None) -> CopyMoveConfig | None:
     """The matcher settings a weights file carries, or None (no copy-move fusion)."""
-    entry = (metadata or {}).get("copy_move")
-    return CopyMoveConfig.from_dict(entry) if entry else None
+    return CopyMoveConfig.of(metadata)
 
 
 def matcher_for(info: Any, enabled: bool | None) -> CopyMoveMatcher | None:

@@ -26,14 +26,15 @@ selected under the calibration's limit on authentic pixels.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
 import torch
 
 from imlscan.errors import UsageError
+from imlscan.metadata_settings import MetadataSettings
 
 MAX_OVERLAP = 0.2  # how much of one side (inliers, then regions) may lie inside the other
 FLAT_STD = 2.0  # grey-level standard deviation below which a window is too flat to correlate
@@ -42,8 +43,10 @@ RANSAC_ITERS = 2000
 
 
 @dataclass(frozen=True)
-class KeypointConfig:
+class KeypointConfig(MetadataSettings):
     """The detector's settings (see the module docstring); stored in a weights file's metadata."""
+
+    ENTRY: ClassVar[str] = "copy_move_keypoints"
 
     ratio: float = 0.6
     min_shift: float = 24.0
@@ -63,26 +66,6 @@ class KeypointConfig:
             raise UsageError(f"copy_move_keypoints window must be odd and at least 3, got {self.window}")
         if not -1.0 <= self.corr < 1.0 or self.min_shift < 0 or self.reproj <= 0:
             raise UsageError("copy_move_keypoints corr must be in [-1, 1), min_shift >= 0 and reproj > 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> KeypointConfig:
-        """Read a metadata entry; keys other than the settings (provenance notes) are ignored."""
-        names = {f.name for f in fields(cls)}
-        try:
-            return cls(**{k: _cast(getattr(cls, k), v) for k, v in d.items() if k in names})
-        except (TypeError, ValueError) as e:
-            raise UsageError(f"bad copy_move_keypoints entry in the weights metadata: {e}") from None
-
-
-def _cast(default: Any, value: Any) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, str):
-            return value.lower() in ("1", "true", "yes")
-        return bool(value)
-    return type(default)(value)
 
 
 @dataclass
@@ -324,5 +307,4 @@ def _parts_with_points(hit: np.ndarray, points: np.ndarray, window: int) -> np.n
 
 def keypoint_config_of(metadata: dict[str, Any] | None) -> KeypointConfig | None:
     """The keypoint detector's settings a weights file carries, or None (not used)."""
-    entry = (metadata or {}).get("copy_move_keypoints")
-    return KeypointConfig.from_dict(entry) if entry else None
+    return KeypointConfig.of(metadata)

@@ -129,7 +129,7 @@ class Predictor:
         return [fused for fused, _ in self.predict_parts(rgbs)]
 
     def predict_parts(self, rgbs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """Like ``predict_batch``, with the copy-move matcher's own map beside each fused map
+        """Like ``predict_batch``, with the copy-move detectors' own map beside each fused map
         (``None`` when the fusion is off), both at the input's resolution: reports use it to say
         which regions the matcher flagged."""
         rgbs = [_check_rgb(r) for r in rgbs]
@@ -151,7 +151,7 @@ class Predictor:
         return out  # type: ignore[return-value]
 
     def _with_copy_move(self, prob: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(``prob`` fused with the copy-move matcher's map, that map), both at ``prob``'s size; the
+        """(``prob`` fused with the copy-move detectors' map, that map), both at ``prob``'s size; the
         matcher sees ``image`` resized to its own size. Unchanged ``prob`` and None when off."""
         if self.copy_move is None:
             return prob, None
@@ -283,7 +283,7 @@ class Region:
     area_fraction: float
     mean_prob: float
     max_prob: float
-    copy_move_share: float | None = None  # of its pixels the copy-move matcher flagged; None: matcher off
+    copy_move_share: float | None = None  # of its pixels the copy-move detectors flagged; None: off
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -48,9 +48,10 @@ REGIONS_DEFINITION = (
     f"largest first, at most {MAX_REGIONS} listed"
 )
 COPY_MOVE_NOTE = (
-    "copy-move matcher: the share of the region that the copy-move matcher flagged. The matcher marks "
+    "copy-move detectors: the share of the region that the copy-move detectors flagged. They mark "
     "content that occurs twice in the photo, so such regions come in pairs (the copy and its source, "
-    "which it cannot tell apart); look for the other one"
+    "which they cannot tell apart); look for the other one. Two genuinely similar objects can be "
+    "flagged the same way"
 )
 DISPLAY_MAX_SIDE = 1600
 THUMB_MAX_SIDE = 320
@@ -133,7 +134,7 @@ def find_regions(
     copy_move: np.ndarray | None = None,
 ) -> tuple[list[Region], int]:
     """Connected flagged regions, largest first, and how many passed the size filter in all;
-    with ``copy_move`` (the pixels the copy-move matcher flagged) each region's share of them."""
+    with ``copy_move`` (the pixels the copy-move detectors flagged) each region's share of them."""
     from imlscan.predict import Region
 
     h, w = mask.shape
@@ -372,7 +373,7 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
             f"<td>{r.mean_prob:.3f}</td><td>{r.max_prob:.3f}</td>{_copy_move_cell(r)}</tr>"
             for r in result.regions
         )
-        dup_head = "<th>copy-move matcher</th>" if result.regions[0].copy_move_share is not None else ""
+        dup_head = "<th>copy-move detectors</th>" if result.regions[0].copy_move_share is not None else ""
         parts.append(
             "<table><tr><th>#</th><th>box (x, y, w x h)</th><th>area</th><th>mean p</th><th>max p</th>"
             f"{dup_head}</tr>{rows}</table>"

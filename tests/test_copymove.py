@@ -226,7 +226,7 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     )
     assert abs(centres[0][0] - 32) <= 8 and abs(centres[1][0] - 96) <= 8  # source at 8-56, copy at 72-120
     html = runner.invoke(app, ["scan", str(img), "--out", str(tmp_path / "h"), "-w", str(out), "--html"])
-    assert html.exit_code == 0 and "copy-move matcher" in (tmp_path / "h" / "photo.html").read_text()
+    assert html.exit_code == 0 and "<th>copy-move detectors</th>" in (tmp_path / "h" / "photo.html").read_text()
     res = runner.invoke(
         app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / "b"), "-w", str(out)]
     )

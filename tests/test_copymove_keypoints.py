@@ -104,9 +104,18 @@ def test_config_round_trips_and_rejects_bad_values():
     cfg = KeypointConfig(min_inliers=20, corr=0.9, mirror=False)
     assert KeypointConfig.from_dict({**cfg.to_dict(), "selected_on": "calib"}) == cfg
     assert KeypointConfig.from_dict({"mirror": "false"}).mirror is False
+    assert KeypointConfig.from_dict({"mirror": "on", "min_inliers": "12"}) == KeypointConfig(min_inliers=12)
     assert keypoint_config_of({"copy_move_keypoints": cfg.to_dict()}) == cfg
     assert keypoint_config_of({"copy_move": {}}) is None
-    for bad in ({"ratio": 1.0}, {"min_inliers": 2}, {"window": 4}, {"corr": 1.0}, {"min_shift": -1}, {"corr": "x"}):
+    for bad in (
+        {"ratio": 1.0},
+        {"min_inliers": 2},
+        {"window": 4},
+        {"corr": 1.0},
+        {"min_shift": -1},
+        {"corr": "x"},
+        {"mirror": "maybe"},
+    ):
         with pytest.raises(UsageError):
             KeypointConfig.from_dict(bad)
 

@@ -38,7 +38,7 @@ def bench(
     copy_move: bool | None = typer.Option(
         None,
         "--copy-move/--no-copy-move",
-        help="With --folder or --native: time the copy-move matcher too (default: as the weights say).",
+        help="With --folder or --native: time the copy-move detectors too (default: as the weights say).",
         show_default=False,
     ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),

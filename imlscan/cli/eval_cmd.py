@@ -187,7 +187,7 @@ def eval_(
     copy_move: bool | None = typer.Option(
         None,
         "--copy-move/--no-copy-move",
-        help="Fuse the copy-move matcher's map with the model's (default: as the weights say).",
+        help="Fuse the copy-move detectors' maps with the model's (default: as the weights say).",
         show_default=False,
     ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
