@@ -462,6 +462,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    created: bool = False  # this run joined the process group, so it leaves it at the end
 
     @property
     def main(self) -> bool:
@@ -483,9 +484,21 @@ def init_distributed(device: str) -> Dist:
     use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
     if use_cuda:
         torch.cuda.set_device(local)
-    if not dist.is_initialized():
+    created = not dist.is_initialized()
+    if created:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), local)
+    return Dist(dist.get_rank(), dist.get_world_size(), local, created)
+
+
+def leave_distributed(d: Dist) -> None:
+    """Leave a process group this run joined. Why: a rank that exits with the group still open
+    tears gloo down in interpreter shutdown while its peer may still be closing, which aborted a
+    rank (SIGABRT) once in a fresh-clone test run; PyTorch asks for ``destroy_process_group`` before exit."""
+    if d.created:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -1307,10 +1320,15 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] | None = None, resume:
             f"{out} already holds a run ({CHECKPOINT})",
             hint=f"continue it with --resume {out}, or choose another --out",
         )
+    trainer = None
     try:
-        return Trainer(cfg, log=log, resume=resume).run()
+        trainer = Trainer(cfg, log=log, resume=resume)
+        return trainer.run()
     except ImlscanError as e:
         raise _clean(e) from None
+    finally:
+        if trainer is not None:
+            leave_distributed(trainer.dist)
 
 
 def _clean(e: ImlscanError) -> ImlscanError:

@@ -443,7 +443,13 @@ t._mean_over_ranks = recording
 from imlscan.cli import main
 
 sys.argv = ["imlscan", *sys.argv[1:]]
-main()
+try:
+    main()
+finally:
+    import torch.distributed as dist
+
+    with open(os.environ["MEAN_LOG"] + ".left." + os.environ["RANK"], "w") as f:
+        f.write(str(not dist.is_initialized()))
 """
 
 
@@ -465,6 +471,8 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEAN_LOG": str(tmp_path / "mean")}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
+    for rank in (0, 1):  # each rank left the process group it joined before exiting
+        assert (tmp_path / f"mean.left.{rank}").read_text() == "True"
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["skipped_steps"] == 0
     assert summary["hardware"].startswith("2 x cpu")
