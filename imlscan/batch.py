@@ -16,14 +16,12 @@ import glob as globlib
 import hashlib
 import io
 import json
-import multiprocessing
 import os
 import re
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +33,7 @@ from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_text, sha256_bytes
 from imlscan.imageio import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, decode_bytes, read_file
 from imlscan.report import OUTPUT_SUFFIXES, output_paths, render_contact_sheet, write_outputs
+from imlscan.workers import decoding_pool
 
 if TYPE_CHECKING:
     from imlscan.predict import Predictor
@@ -200,7 +199,13 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
         return {"kind": "error", "error": e.message, "sha256": sha}
     except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the run
         return {"kind": "error", "error": f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}", "sha256": sha}
-    return {"kind": "image", "decoded": decoded, "decode_s": time.perf_counter() - t0}
+    decode_s = time.perf_counter() - t0
+    kp = None
+    if task["keypoints"] is not None:
+        from imlscan.copymove_keypoints import map_ahead
+
+        kp = map_ahead(task["keypoints"], decoded.rgb)
+    return {"kind": "image", "decoded": decoded, "decode_s": decode_s, "keypoints": kp}
 
 
 def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]) -> dict[str, Any] | None:
@@ -216,26 +221,6 @@ def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]
     if not all(p.exists() for p in expected):
         return None
     return record
-
-
-def _init_worker() -> None:
-    # Ctrl-C goes to the whole process group: let the main process handle it alone.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _InlineExecutor:
-    """``workers=0``: decode in the main process (debugging, tiny folders, tests)."""
-
-    def submit(self, fn: Callable, *args: Any) -> Future:
-        f: Future = Future()
-        try:
-            f.set_result(fn(*args))
-        except BaseException as e:  # noqa: BLE001 - delivered through the future, like a pool
-            f.set_exception(e)
-        return f
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
 
 
 # --- main side ------------------------------------------------------------------------------------
@@ -288,6 +273,8 @@ def run_batch(
         if on_result is not None:
             on_result(record)
 
+    keypoint_job = predictor.keypoint_job()
+
     def task(rel: str) -> dict[str, Any]:
         paths = output_paths(out / Path(rel).parent, Path(rel).name, kinds)
         return {
@@ -297,6 +284,7 @@ def run_batch(
             "key": key,
             "overwrite": options.overwrite,
             "max_pixels": options.max_pixels,
+            "keypoints": keypoint_job,
         }
 
     def flush(items: list[tuple[str, dict[str, Any]]]) -> None:
@@ -304,13 +292,7 @@ def run_batch(
             finish(rel, record)
 
     bar = _Progress(len(selected), enabled=progress)
-    executor: Any = (
-        ProcessPoolExecutor(
-            max_workers=options.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
-        )
-        if options.workers > 0 and len(selected) > 1
-        else _InlineExecutor()
-    )
+    executor: Any = decoding_pool(options.workers, len(selected))
     window = max(2, 2 * options.workers + options.batch_size)
     todo = iter(selected)
     pending: deque[tuple[str, Future]] = deque()
@@ -370,16 +352,17 @@ def _infer_and_write(
     if not items:
         return
     rgbs = [res["decoded"].rgb for _, res in items]
+    kps = [res.get("keypoints") for _, res in items]
     t0 = time.perf_counter()
     try:
-        parts: list[Any] = predictor.predict_parts(rgbs)
+        parts: list[Any] = predictor.predict_parts(rgbs, kps)
         per_image = [(time.perf_counter() - t0) / len(items)] * len(items)
     except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
         parts, per_image = [], []
-        for rgb in rgbs:
+        for rgb, kp in zip(rgbs, kps):
             t1 = time.perf_counter()
             try:
-                parts.append(predictor.predict_parts([rgb])[0])
+                parts.append(predictor.predict_parts([rgb], [kp])[0])
             except Exception as e:  # noqa: BLE001
                 parts.append(e)
             per_image.append(time.perf_counter() - t1)

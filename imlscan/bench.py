@@ -222,6 +222,7 @@ def run_end_to_end(
     limit: int | None = None,
     out_dir: str | os.PathLike | None = None,
     copy_move: bool | None = None,
+    keypoints: bool | None = None,
 ) -> dict:
     """Time each stage of scanning a folder (decode, preprocess, model, copy-move detectors when
     the weights carry it or ``copy_move`` asks, write outputs), one image at a time, to show where
@@ -238,7 +239,7 @@ def run_end_to_end(
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
     if not files:
         raise UsageError(f"no images found in {folder}")
-    matcher = matcher_for(getattr(model, "weights_info", None), copy_move)
+    matcher = matcher_for(getattr(model, "weights_info", None), copy_move, keypoints)
     fast = prepare_fast_model(model.eval().to(dev), dev, prec)
     mean = torch.tensor([0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1) * 255
     std = torch.tensor([0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1) * 255
@@ -299,6 +300,7 @@ def run_native_scaling(
     overlap: int = 128,
     cudnn: bool = False,
     copy_move: bool | None = None,
+    keypoints: bool | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Native-resolution scans of 4:3 images of the given sizes through the tiled predictor:
@@ -320,6 +322,7 @@ def run_native_scaling(
         overlap=overlap,
         cudnn=cudnn,
         copy_move=copy_move,
+        keypoints=keypoints,
     )
     rng = np.random.default_rng(0)
     pred.predict_prob(rng.integers(0, 256, (tile, tile, 3), dtype=np.uint8))  # warm-up at the tile shape

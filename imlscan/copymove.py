@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from imlscan.copymove_keypoints import KeypointConfig, KeypointMatcher, keypoint_config_of
+from imlscan.copymove_keypoints import KeypointConfig, KeypointJob, KeypointMatcher, keypoint_config_of
 from imlscan.errors import UsageError
 from imlscan.metadata_settings import MetadataSettings
 from imlscan.models.sparsevit import KEY_STRIDES, DuplicationCue, neighbour_index
@@ -88,13 +88,27 @@ class CopyMoveMatcher:
             d["keypoints"] = self.keypoints.config.to_dict()
         return d
 
-    def image_map(self, rgb: np.ndarray, x: torch.Tensor, shape: tuple[int, int]) -> np.ndarray:
+    def image_map(
+        self, rgb: np.ndarray, x: torch.Tensor, shape: tuple[int, int], keypoint_map: np.ndarray | None = None
+    ) -> np.ndarray:
         """The copy-move map at ``shape`` of a ``size`` x ``size`` uint8 image ``rgb`` whose
-        normalized tensor is ``x``: the dense matcher's, maxed with the keypoint detector's."""
+        normalized tensor is ``x``: the dense matcher's, maxed with the keypoint detector's
+        (``keypoint_map``, its ``size`` x ``size`` map from ``keypoint_job()``, when a worker
+        computed it already)."""
         m = self.prob_map(x, shape)
         if self.keypoints is not None:
-            m = np.maximum(m, self.keypoints.prob_map(rgb, shape))
+            if keypoint_map is None:
+                kp = self.keypoints.prob_map(rgb, shape)
+            elif keypoint_map.shape != tuple(shape):
+                kp = cv2.resize(keypoint_map, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+            else:
+                kp = keypoint_map
+            m = np.maximum(m, kp)
         return m
+
+    def keypoint_job(self) -> KeypointJob | None:
+        """The keypoint detector's work, for decoding workers to do ahead (None when it is off)."""
+        return KeypointJob(self.keypoints.config, self.config.size) if self.keypoints is not None else None
 
     @torch.inference_mode()
     def best_matches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,18 +207,26 @@ def config_of(metadata: dict[str, Any] | None) -> CopyMoveConfig | None:
     return CopyMoveConfig.of(metadata)
 
 
-def matcher_for(info: Any, enabled: bool | None) -> CopyMoveMatcher | None:
+def matcher_for(info: Any, enabled: bool | None, keypoints: bool | None = None) -> CopyMoveMatcher | None:
     """The matcher a run uses: the weights' settings (``info`` a ``WeightsInfo`` or None) when
     ``enabled`` is None, none when False, and when True the file's settings, or both detectors'
-    defaults for a file that carries none."""
+    defaults for a file that carries none. ``keypoints`` False leaves the keypoint detector out
+    (the dense matcher alone: the detector runs on the CPU and is the slow part on a GPU
+    machine), True puts it in (the file's settings, else the defaults), None: as the file says."""
     metadata = info.metadata if info is not None else None
     config = config_of(metadata)
     if enabled is False or (enabled is None and config is None):
+        if keypoints:
+            raise UsageError(
+                "--keypoints needs the copy-move fusion, which is off"
+                + (" (--no-copy-move)" if enabled is False else " in these weights"),
+                hint="add --copy-move (and leave out --no-copy-move)",
+            )
         return None
-    keypoints = keypoint_config_of(metadata)
-    if config is None:
-        keypoints = keypoints or KeypointConfig()
-    return CopyMoveMatcher(config, keypoints)
+    kp = keypoint_config_of(metadata)
+    if config is None or keypoints:
+        kp = kp or KeypointConfig()
+    return CopyMoveMatcher(config, None if keypoints is False else kp)
 
 
 def attach(

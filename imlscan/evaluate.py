@@ -15,13 +15,11 @@ import csv
 import html
 import json
 import math
-import multiprocessing
 import re
-import signal
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +45,7 @@ from imlscan.metrics import (
 )
 from imlscan.perturb import Perturbation
 from imlscan.plot import line_plot
+from imlscan.workers import decoding_pool
 
 PAPER_SIZE = 512
 PROTOCOLS = {
@@ -255,34 +254,27 @@ def prepare_item(task: dict[str, Any]) -> dict[str, Any]:
                 mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
         if mask is None:
             mask = np.zeros(rgb.shape[:2], bool)
-        return {"index": task["index"], "rgb": rgb, "mask": mask, "width": w, "height": h, "error": None}
+        kp = None
+        if task.get("keypoints") is not None:
+            from imlscan.copymove_keypoints import map_ahead
+
+            kp = map_ahead(task["keypoints"], rgb)
+        return {
+            "index": task["index"],
+            "rgb": rgb,
+            "mask": mask,
+            "width": w,
+            "height": h,
+            "error": None,
+            "keypoints": kp,
+        }
     except ImlscanError as e:
         return {"index": task["index"], "error": e.message, "hint": e.hint}
 
 
-def _init_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Inline:
-    """``workers=0``: decode in the main process."""
-
-    def submit(self, fn: Callable, *args: Any) -> Future:
-        f: Future = Future()
-        f.set_result(fn(*args))
-        return f
-
-    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
-        pass
-
-
 def stream_items(tasks: list[dict[str, Any]], workers: int, window: int) -> Iterator[dict[str, Any]]:
     """Prepared items in order, with up to ``window`` decodes in flight ahead of the consumer."""
-    pool: Any = (
-        ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
-        if workers > 0 and len(tasks) > 1
-        else _Inline()
-    )
+    pool: Any = decoding_pool(workers, len(tasks))
     pending: deque[Future] = deque()
     todo = iter(tasks)
     try:
@@ -335,6 +327,7 @@ def run_setting(
     """Evaluate one setting over ``items``, streaming."""
     label = "clean" if perturbation is None else perturbation.label
     res = SettingResult(label, perturbation, MetricAccumulator(threshold=opts.threshold))
+    keypoint_job = predictor.keypoint_job()
     tasks = [
         {
             "index": i,
@@ -344,6 +337,7 @@ def run_setting(
             "protocol": opts.protocol,
             "size": PAPER_SIZE,
             "seed": opts.seed,
+            "keypoints": keypoint_job,
         }
         for i, s in enumerate(items)
     ]
@@ -383,7 +377,7 @@ def run_setting(
         scoring: deque[Future] = deque()
 
         def flush() -> None:
-            probs = predictor.predict_batch([it["rgb"] for it in batch])
+            probs = predictor.predict_batch([it["rgb"] for it in batch], [it.get("keypoints") for it in batch])
             scoring.append(scorer.submit(score, list(batch), probs))
             batch.clear()
             while len(scoring) > 2:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from imlscan.copymove import fuse, matcher_for
+from imlscan.copymove_keypoints import KeypointJob
 from imlscan.device import autocast, cudnn_enabled, resolve_device, resolve_precision
 from imlscan.errors import UsageError
 from imlscan.models.fuse import fast_forward
@@ -64,6 +65,7 @@ class Predictor:
         compile: bool = False,
         cudnn: bool = False,
         copy_move: bool | None = None,
+        keypoints: bool | None = None,
     ):
         info = getattr(model, "weights_info", None)
         prep = info.preprocessing if info is not None else {}
@@ -94,7 +96,7 @@ class Predictor:
         self.cudnn = bool(cudnn)  # CUDA only; see imlscan.device.cudnn_enabled for why it is off
         self.fast = fast and isinstance(model, SparseViT)
         self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
-        self.copy_move = matcher_for(info, copy_move)
+        self.copy_move = matcher_for(info, copy_move, keypoints)
 
     def to_tensor(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack equally sized uint8 RGB arrays into a normalized ``B x 3 x H x W`` tensor."""
@@ -123,42 +125,55 @@ class Predictor:
         """Probability map ``H x W`` float32 in [0, 1] for one ``H x W x 3`` uint8 image."""
         return self.predict_batch([rgb])[0]
 
-    def predict_batch(self, rgbs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def predict_batch(
+        self, rgbs: Sequence[np.ndarray], keypoint_maps: Sequence[np.ndarray | None] | None = None
+    ) -> list[np.ndarray]:
         """Probability maps for several images; same-sized model inputs run together, in
         batches of at most ``batch_size``; large native-mode images are tiled."""
-        return [fused for fused, _ in self.predict_parts(rgbs)]
+        return [fused for fused, _ in self.predict_parts(rgbs, keypoint_maps)]
 
-    def predict_parts(self, rgbs: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    def predict_parts(
+        self, rgbs: Sequence[np.ndarray], keypoint_maps: Sequence[np.ndarray | None] | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Like ``predict_batch``, with the copy-move detectors' own map beside each fused map
         (``None`` when the fusion is off), both at the input's resolution: reports use it to say
-        which regions the matcher flagged."""
+        which regions the matcher flagged. ``keypoint_maps`` are the keypoint detector's maps
+        that decoding workers computed ahead (``keypoint_job()``; None: compute here)."""
         rgbs = [_check_rgb(r) for r in rgbs]
+        kps = list(keypoint_maps) if keypoint_maps is not None else [None] * len(rgbs)
         out: list[tuple[np.ndarray, np.ndarray | None] | None] = [None] * len(rgbs)
         by_shape: dict[tuple[int, int], list[int]] = {}
         inputs: dict[int, np.ndarray] = {}
         for i, rgb in enumerate(rgbs):
             if self.is_tiled(rgb.shape):
-                out[i] = self._with_copy_move(self._predict_tiled(rgb), rgb)
+                out[i] = self._with_copy_move(self._predict_tiled(rgb), rgb, kps[i])
                 continue
             inputs[i] = self.model_input(rgb)
             by_shape.setdefault(inputs[i].shape[:2], []).append(i)
         for idx in by_shape.values():
             probs = self._probs([inputs[i] for i in idx])
             for i, p in zip(idx, probs):
-                fused, cm = self._with_copy_move(p, rgbs[i])
+                fused, cm = self._with_copy_move(p, rgbs[i], kps[i])
                 shape = rgbs[i].shape[:2]
                 out[i] = (_to_original(fused, shape), None if cm is None else _to_original(cm, shape))
         return out  # type: ignore[return-value]
 
-    def _with_copy_move(self, prob: np.ndarray, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def _with_copy_move(
+        self, prob: np.ndarray, image: np.ndarray, keypoint_map: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """(``prob`` fused with the copy-move detectors' map, that map), both at ``prob``'s size; the
         matcher sees ``image`` resized to its own size. Unchanged ``prob`` and None when off."""
         if self.copy_move is None:
             return prob, None
         s = self.copy_move.config.size
         small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
-        cm = self.copy_move.image_map(small, self.to_tensor([small]), prob.shape[:2])
+        cm = self.copy_move.image_map(small, self.to_tensor([small]), prob.shape[:2], keypoint_map)
         return fuse(prob, cm), cm
+
+    def keypoint_job(self) -> KeypointJob | None:
+        """The keypoint detector's work for decoding workers to do ahead of ``predict_parts``
+        (picklable; None when the detector is off)."""
+        return self.copy_move.keypoint_job() if self.copy_move is not None else None
 
     def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""

@@ -105,6 +105,7 @@ class TrainConfig:
     channels_last: bool = False
     export_dtype: str = "fp32"
     name: str | None = None
+    freeze_stages: int = 0
 
     def check(self) -> None:
         if not self.data:
@@ -135,6 +136,8 @@ class TrainConfig:
             raise UsageError("need 0 <= --min-lr <= --lr and --lr > 0")
         if self.dice < 0:
             raise UsageError("--dice must be >= 0")
+        if not 0 <= self.freeze_stages <= 4:
+            raise UsageError(f"--freeze-stages must be 0 to 4 (encoder stages), got {self.freeze_stages}")
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -578,6 +581,11 @@ class Trainer:
             torch.manual_seed(cfg.seed)
             model = create_model(name)
             self.variant = name
+        if cfg.freeze_stages:
+            model.freeze_stages(cfg.freeze_stages)
+            n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            n_all = sum(p.numel() for p in model.parameters())
+            self.log(f"froze encoder stages 1-{cfg.freeze_stages}: {n_train:,} of {n_all:,} parameters train")
         model = model.to(self.device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -3,6 +3,8 @@ sources; what repeats by nature (symmetry, periodic texture) is not; weights fil
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -196,3 +198,113 @@ def test_the_map_follows_how_well_the_copy_correlates_and_never_dips_below_the_f
     for m in (clean_map, degraded_map):
         assert m[m > 0].min() >= FLOOR and m[copy].mean() > 0.6
     assert degraded_map[copy].mean() < clean_map[copy].mean() - 0.04
+
+
+def _weights_with_keypoints(tiny_weights, tmp_path):
+    dense = attach(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
+    return attach_keypoints(dense, tmp_path / "kp.safetensors", KeypointConfig(min_inliers=5))
+
+
+def test_a_map_computed_ahead_is_the_one_the_predictor_fuses(tiny_weights, tmp_path):
+    from imlscan.copymove_keypoints import map_ahead
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    pred = Predictor(load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu"), mode="resize", size=64)
+    rgb, _, copy = _forged(25, 1.1, False)
+    rgb = cv2.resize(rgb, (300, 280), interpolation=cv2.INTER_LINEAR)
+    job = pred.keypoint_job()
+    ahead = map_ahead(job, rgb)
+    assert ahead.shape == (SIZE, SIZE) and ahead.max() > 0.9
+    ((fused, cm),) = pred.predict_parts([rgb])
+    ((fused2, cm2),) = pred.predict_parts([rgb], [ahead])
+    np.testing.assert_array_equal(fused, fused2)  # the same map, computed here or in a worker
+    np.testing.assert_array_equal(cm, cm2)
+    ((_, cm_blank),) = pred.predict_parts([rgb], [np.zeros_like(ahead)])  # and it is really used
+    big = cv2.resize(copy.astype(np.uint8), (300, 280), interpolation=cv2.INTER_NEAREST).astype(bool)
+    assert cm_blank[big].mean() < cm[big].mean() - 0.3
+    assert map_ahead(None, rgb) is None and map_ahead(job, np.zeros((5, 5), np.float64)) is None
+    assert Predictor(load_model(tiny_weights, "cpu"), mode="resize", size=64).keypoint_job() is None
+
+
+def test_batch_and_eval_workers_give_the_maps_of_the_main_process(tiny_weights, tmp_path, monkeypatch):
+    """Spawned decoding workers compute the keypoint maps; the outputs equal those of a run that
+    decodes and detects in the main process, byte for byte."""
+    from imlscan.batch import BatchOptions, run_batch
+    from imlscan.data.datasets import load_dataset
+    from imlscan.evaluate import EvalOptions, evaluate_dataset
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    pairs = []
+    for i, (angle, scale, flip) in enumerate([(25, 1.1, False), (15, 1.0, True), (-40, 0.85, False)]):
+        rgb, _, copy = _forged(angle, scale, flip, seed=i)
+        cv2.imwrite(str(folder / f"f{i}.png"), rgb[..., ::-1])
+        cv2.imwrite(str(folder / f"f{i}_gt.png"), copy.astype(np.uint8) * 255)
+        pairs.append([f"f{i}.png", f"f{i}_gt.png"])
+    (folder / "pairs.json").write_text(json.dumps(pairs))
+    model = load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu")
+    pred = Predictor(model, mode="resize", size=64)
+    maps = {}
+    real_map = KeypointMatcher.prob_map
+
+    def main_process_must_not_detect(self, *args, **kwargs):
+        raise AssertionError("the main process ran the keypoint detector")
+
+    for workers in (0, 2):
+        monkeypatch.setattr(KeypointMatcher, "prob_map", main_process_must_not_detect if workers else real_map)
+        out = tmp_path / f"batch{workers}"
+        opts = BatchOptions(out_dir=out, globs=["f?.png"], workers=workers, batch_size=2, overlay=False, prob=True)
+        run_batch(folder, pred, opts, progress=False)
+        maps[workers] = sorted((p.name, p.read_bytes()) for p in out.rglob("*.prob.png"))
+    assert len(maps[0]) == 3 and maps[0] == maps[2]
+    rows = {}
+    for workers in (0, 2):
+        monkeypatch.setattr(KeypointMatcher, "prob_map", main_process_must_not_detect if workers else real_map)
+        _, settings = evaluate_dataset(
+            load_dataset(folder / "pairs.json"), pred, EvalOptions(workers=workers, bootstrap=0)
+        )
+        rows[workers] = [(r["pixel_f1"], r["pixel_auc"]) for r in settings[0].acc.rows]
+    assert rows[0] == rows[2] and max(auc for _, auc in rows[0]) > 0.9  # the detector saw the copies
+
+
+def test_runs_switch_the_keypoint_detector_apart_from_the_dense_matcher(tiny_weights, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from imlscan.cli import app
+    from imlscan.weights import load_model
+
+    both = _weights_with_keypoints(tiny_weights, tmp_path)
+    dense_only = tmp_path / "cm.safetensors"  # written beside it by the helper
+    info = load_model(both, "cpu").weights_info
+    assert matcher_for(info, None).keypoints.config == KeypointConfig(min_inliers=5)
+    assert matcher_for(info, None, keypoints=False).keypoints is None
+    assert matcher_for(info, None, keypoints=False).config == CopyMoveConfig(size=SIZE)  # the dense matcher stays
+    dense_info = load_model(dense_only, "cpu").weights_info
+    assert matcher_for(dense_info, None).keypoints is None
+    assert matcher_for(dense_info, None, keypoints=True).keypoints.config == KeypointConfig()
+    with pytest.raises(UsageError, match="--keypoints needs the copy-move fusion"):
+        matcher_for(info, False, keypoints=True)
+    with pytest.raises(UsageError, match="off in these weights"):
+        matcher_for(load_model(tiny_weights, "cpu").weights_info, None, keypoints=True)
+
+    runner = CliRunner()
+    rgb, _, _ = _forged(25, 1.1, False)
+    Image.fromarray(rgb).save(tmp_path / "p.png")
+    records = {}
+    for flag in ("--keypoints", "--no-keypoints"):
+        res = runner.invoke(
+            app, ["scan", str(tmp_path / "p.png"), "-w", str(both), "--out", str(tmp_path / flag), "--json", flag]
+        )
+        assert res.exit_code == 0, res.output
+        records[flag] = json.loads(res.stdout)["preprocessing"]["copy_move"]
+    assert records["--keypoints"]["keypoints"]["min_inliers"] == 5 and "keypoints" not in records["--no-keypoints"]
+    res = runner.invoke(app, ["scan", str(tmp_path / "p.png"), "-w", str(both), "--no-copy-move", "--keypoints"])
+    assert (
+        res.exit_code == 2 and "--keypoints needs the copy-move fusion" in res.output and "Traceback" not in res.output
+    )
+    res = runner.invoke(app, ["batch", str(tmp_path), "--glob", "p.png", "--out", str(tmp_path / "b"), "-w", str(both)])
+    assert res.exit_code == 0 and "--no-keypoints skips the detector" in res.output

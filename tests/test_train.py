@@ -541,3 +541,35 @@ def test_init_grows_a_model_into_the_duplication_cue(tmp_path, one_pair, tiny_we
     resumed = load_run_config(run, {"max_steps": 3})
     assert train(resumed, resume=True)["model"] == "sparsevit-test-dup"
     assert sorted(_train_losses(run)) == [1, 2, 3]  # continued where it stopped, not from step 1
+
+
+def test_frozen_stages_keep_weights_and_batchnorm_statistics(tmp_path, one_pair, tiny_weights):
+    from imlscan.weights import model_from_file
+
+    run = tmp_path / "frozen"
+    train(_cfg(tmp_path, "frozen", [str(one_pair)], model=None, init=str(tiny_weights), max_steps=3, freeze_stages=2))
+    start = model_from_file(tiny_weights)[0].state_dict()
+    after = model_from_file(run / "best.safetensors")[0].state_dict()
+    frozen = ("encoder.patch_embed1.", "encoder.blocks1.", "encoder.patch_embed2.", "encoder.blocks2.")
+    stats = [k for k in start if k.startswith(frozen) and k.endswith("running_mean")]
+    assert stats, "the test model's conv stages have BatchNorms"
+    for k, v in start.items():
+        if k.startswith(frozen):  # weights and running statistics, bit for bit
+            assert torch.equal(after[k].to(v.dtype), v), k
+    moved = [k for k in start if not k.startswith(frozen) and not torch.equal(after[k].to(start[k].dtype), start[k])]
+    assert any(k.startswith("encoder.blocks3.") for k in moved) and any(k.startswith("head.") for k in moved)
+    assert "froze encoder stages 1-2" in (run / "train.log").read_text()
+    assert json.loads((run / "config.json").read_text())["freeze_stages"] == 2
+    train(load_run_config(run, {"max_steps": 4}), resume=True)  # a resumed run stays frozen
+    again = model_from_file(run / "best.safetensors")[0].state_dict()
+    assert all(torch.equal(again[k].to(start[k].dtype), start[k]) for k in start if k.startswith(frozen))
+
+
+def test_freezing_the_whole_encoder_trains_the_head_only(tiny_model):
+    tiny_model.freeze_stages(4)
+    tiny_model.train()
+    assert all(not p.requires_grad for p in tiny_model.encoder.parameters())
+    assert all(p.requires_grad for p in tiny_model.head.parameters())
+    assert not any(m.training for m in tiny_model.encoder.modules())  # train() leaves the BatchNorms frozen
+    with pytest.raises(UsageError, match="--freeze-stages must be 0 to 4"):
+        TrainConfig(data=["x"], out="o", max_steps=1, freeze_stages=5).check()

@@ -41,6 +41,12 @@ def bench(
         help="With --folder or --native: time the copy-move detectors too (default: as the weights say).",
         show_default=False,
     ),
+    keypoints: bool | None = typer.Option(
+        None,
+        "--keypoints/--no-keypoints",
+        help="With the copy-move detectors: time the keypoint detector too (default: as the weights say).",
+        show_default=False,
+    ),
     threads: int = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice)."),
     json_out: bool = typer.Option(False, "--json", help="Print results as JSON on stdout."),
 ) -> None:
@@ -76,6 +82,7 @@ def bench(
             precision=precision.split(",")[0].strip(),
             cudnn=cudnn,
             copy_move=copy_move,
+            keypoints=keypoints,
             log=None if json_out else (lambda s: err_console.print(f"[dim]{s}[/]")),
         )
         res["model"] = name
@@ -84,7 +91,9 @@ def bench(
         return
     if folder is not None:
         prec = precision.split(",")[0].strip()
-        res = run_end_to_end(net, folder, device=device, precision=prec, size=size, limit=limit, copy_move=copy_move)
+        res = run_end_to_end(
+            net, folder, device=device, precision=prec, size=size, limit=limit, copy_move=copy_move, keypoints=keypoints
+        )
         res["model"] = name
         if json_out:
             stdout_json(res)

@@ -190,6 +190,12 @@ def eval_(
         help="Fuse the copy-move detectors' maps with the model's (default: as the weights say).",
         show_default=False,
     ),
+    keypoints: bool | None = typer.Option(
+        None,
+        "--keypoints/--no-keypoints",
+        help="With the copy-move fusion: also run the keypoint detector (default: as the weights say).",
+        show_default=False,
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
     perturb: list[str] = typer.Option(
         [],
@@ -257,6 +263,7 @@ def eval_(
         tile=tile or None,
         batch_size=batch_size,
         copy_move=copy_move,
+        keypoints=keypoints,
     )
     info = predictor.weights_info
     if info is not None and not info.trained:

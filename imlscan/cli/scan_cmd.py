@@ -50,6 +50,14 @@ _COPY_MOVE = typer.Option(
     "--no-copy-move is faster on CPUs).",
     show_default=False,
 )
+_KEYPOINTS = typer.Option(
+    None,
+    "--keypoints/--no-keypoints",
+    help="With the copy-move fusion: also run the keypoint detector (rotated, scaled or mirrored copies; "
+    "default: as the weights say). It runs on the CPU: --no-keypoints keeps the dense matcher alone, "
+    "faster on GPU machines.",
+    show_default=False,
+)
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
 _PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 or auto.")
 _MAX_PIXELS = typer.Option(
@@ -72,6 +80,28 @@ def _predictor(weights: str | None, device: str, precision: str, mode: str | Non
         check_tiling(tile, kw["overlap"])
     model = load_model(weights, device, precision)
     return Predictor(model, mode=mode, size=size, tile=tile or None, **kw)
+
+
+def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
+    """What the copy-move detectors cost a batch on this device, and how to skip them (measured:
+    CPU on 2 cores, GPU on an H200 machine with 16 cores; README, Performance)."""
+    cm = predictor.copy_move
+    if cm is None:
+        return None
+    both = cm.keypoints is not None
+    if predictor.device.type == "cpu":
+        cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
+        skip = "--no-copy-move skips it"
+        if both:
+            skip = "--no-keypoints skips the detector (about 0.3 s), --no-copy-move both"
+        return f"the copy-move {cost} per photo on a 2-core CPU (the network about 0.1 s); {skip}"
+    if both:
+        return (
+            f"the keypoint copy-move detector runs on the CPU, in the {workers} decoding process(es): "
+            "with 12 on an H200 machine a batch ran at half the speed it has without the copy-move "
+            "detectors; raise --workers to your CPU cores, or --no-keypoints skips it"
+        )
+    return None
 
 
 def _announce(predictor: Any) -> None:
@@ -144,6 +174,7 @@ def scan(
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
     copy_move: bool | None = _COPY_MOVE,
+    keypoints: bool | None = _KEYPOINTS,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -157,7 +188,17 @@ def scan(
     from imlscan.report import write_outputs
 
     images = expand_inputs(images)
-    predictor = _predictor(weights, device, precision, mode, size, tile=tile, overlap=tile_overlap, copy_move=copy_move)
+    predictor = _predictor(
+        weights,
+        device,
+        precision,
+        mode,
+        size,
+        tile=tile,
+        overlap=tile_overlap,
+        copy_move=copy_move,
+        keypoints=keypoints,
+    )
     _announce(predictor)
     reports: list[dict[str, Any]] = []
     failed = 0
@@ -238,6 +279,7 @@ def batch(
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
     copy_move: bool | None = _COPY_MOVE,
+    keypoints: bool | None = _KEYPOINTS,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -264,16 +306,11 @@ def batch(
         overlap=tile_overlap,
         batch_size=batch_size,
         copy_move=copy_move,
+        keypoints=keypoints,
     )
     _announce(predictor)
-    if predictor.copy_move is not None and predictor.device.type == "cpu":
-        both = predictor.copy_move.keypoints is not None
-        cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
-        err_console.print(
-            f"[yellow]note: the copy-move {cost} per photo on a 2-core CPU (the network about 0.1 s); "
-            f"--no-copy-move skips {'them' if both else 'it'}[/]",
-            soft_wrap=True,
-        )
+    if note := _copy_move_cost_note(predictor, workers):
+        err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
     options = BatchOptions(
         out_dir=out,
         globs=list(glob),

@@ -92,6 +92,13 @@ def train(
         help="Cosine length if not --max-steps (default: sized from --max-minutes).",
         show_default=False,
     ),
+    freeze_stages: int = typer.Option(
+        None,
+        "--freeze-stages",
+        help="Fine-tune with the first N encoder stages frozen (0-4; 4 trains the head only): weights and "
+        "BatchNorm statistics stay as --init left them. Default: 0.",
+        show_default=False,
+    ),
     precision: str = typer.Option(
         None,
         "--precision",
@@ -159,6 +166,7 @@ def train(
         "max_steps": max_steps,
         "max_minutes": max_minutes,
         "schedule_steps": schedule_steps,
+        "freeze_stages": freeze_stages,
         "precision": precision,
         "device": device,
         "dice": dice,

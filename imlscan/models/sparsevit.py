@@ -477,6 +477,34 @@ class SparseViT(nn.Module):
         if self.head.dup is not None:
             nn.init.zeros_(self.head.dup.fc2.weight)
 
+    def freeze_stages(self, n: int) -> None:
+        """Freeze the first ``n`` encoder stages (0-4), as mmseg's ``frozen_stages`` does: their
+        parameters stop learning and their BatchNorm statistics stop moving, so fine-tuning on
+        synthetic data cannot retune the low-level trace extractors the earlier training made.
+        The setting survives ``train()``, which would otherwise put the BatchNorms back in training mode."""
+        if not 0 <= n <= 4:
+            raise ValueError(f"can freeze 0 to 4 stages, not {n}")
+        self.frozen_stages = n
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        e, n = self.encoder, getattr(self, "frozen_stages", 0)
+        if n == 4:
+            return [e]
+        mods: list[nn.Module] = []
+        for k in range(1, n + 1):
+            mods += [getattr(e, f"patch_embed{k}"), getattr(e, f"blocks{k}")]
+        return mods + [e.norm3] if n == 3 else mods
+
+    def train(self, mode: bool = True) -> SparseViT:
+        super().train(mode)
+        for m in self._frozen_modules():
+            m.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         extra = self.head.dup(x) if self.head.dup is not None else None
