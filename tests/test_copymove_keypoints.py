@@ -15,6 +15,7 @@ from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, attach_key
 from imlscan.copymove_keypoints import (
     KeypointConfig,
     KeypointMatcher,
+    _ratio_matches,
     both_ways,
     keypoint_config_of,
     local_zncc,
@@ -308,3 +309,33 @@ def test_runs_switch_the_keypoint_detector_apart_from_the_dense_matcher(tiny_wei
     )
     res = runner.invoke(app, ["batch", str(tmp_path), "--glob", "p.png", "--out", str(tmp_path / "b"), "-w", str(both)])
     assert res.exit_code == 0 and "--no-keypoints skips the detector" in res.output
+
+
+def _ratio_matches_by_brute_force(kp, desc, kp2, desc2, ratio, min_shift):
+    """The search as defined: every pair's distance, too-close pairs excluded, then the ratio test."""
+    d = np.sqrt(((desc[:, None, :].astype(np.float64) - desc2[None, :, :]) ** 2).sum(-1))
+    d[np.sqrt(((kp[:, None, :] - kp2[None, :, :]) ** 2).sum(-1)) < max(min_shift, 1.0)] = np.inf
+    order = np.argsort(d, axis=1, kind="stable")[:, :2]
+    d0, d1 = np.take_along_axis(d, order, 1).T
+    keep = d0 < ratio * d1
+    return kp[keep], kp2[order[keep, 0]]
+
+
+def test_the_blocked_shortlist_search_finds_what_the_full_search_finds():
+    """Clusters of ten near-identical descriptors within ``min_shift`` fill every shortlist with
+    excluded neighbours, so only the full-search fallback finds each cluster's one far copy."""
+    rng = np.random.default_rng(3)
+    centres = np.stack([np.arange(40) % 8 * 60 + 20, np.arange(40) // 8 * 90 + 20], 1).astype(np.float32)
+    base = rng.uniform(0, 100, (40, 128)).astype(np.float32)
+    kp = np.concatenate([c + rng.uniform(-5, 5, (10, 2)) for c in centres]).astype(np.float32)
+    desc = np.repeat(base, 10, axis=0) + rng.normal(0, 0.1, (400, 128)).astype(np.float32)
+    copies = centres[:6] + np.float32([30, 45])  # far from every cluster
+    kp = np.concatenate([kp, copies]).astype(np.float32)
+    desc = np.concatenate([desc, base[:6] + rng.normal(0, 1.0, (6, 128)).astype(np.float32)])
+    kp2, desc2 = kp[::-1].copy() + np.float32(0.25), desc[::-1].copy()
+    for b, db in ((kp, desc), (kp2, desc2)):
+        got = _ratio_matches(kp, desc, b, db, 0.6, 24.0)
+        want = _ratio_matches_by_brute_force(kp, desc, b, db, 0.6, 24.0)
+        assert len(want[0]) >= 60  # each of six clusters with its copy, both ways
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])

@@ -473,3 +473,31 @@ def test_copy_move_false_alarms_counts_the_photos_each_detector_fires_on(tmp_pat
     assert summary["dense"]["photos_fired"] == 0  # a rotated copy is not the dense matcher's
     assert 0 < summary["keypoints"]["mean_pixel_share"] < 0.1
     assert out.strip().splitlines()[-1].endswith("copied.png")
+
+
+def test_compare_keypoint_maps_tells_an_identical_version_from_a_changed_one(tmp_path, capsys):
+    import shutil
+
+    import cv2
+    from helpers import multiscale_photo, transformed_copy
+
+    photo = multiscale_photo(np.random.default_rng(0), 512)
+    rgb, _, copy = transformed_copy(photo, 25, 1.1, False, source=(140, 140), target=(360, 350), radius=100)
+    cv2.imwrite(str(tmp_path / "f.png"), rgb[..., ::-1])
+    cv2.imwrite(str(tmp_path / "f_gt.png"), copy.astype(np.uint8) * 255)
+    (tmp_path / "pairs.json").write_text(json.dumps([["f.png", "f_gt.png"], ["f.png", "Negative"]]))
+    package = SCRIPTS.parent / "imlscan"
+    reports = {}
+    for name, corr in (("same", None), ("changed", "0.95")):
+        other = tmp_path / name
+        shutil.copytree(package, other / "imlscan")
+        if corr:
+            src = other / "imlscan" / "copymove_keypoints.py"
+            text = src.read_text()
+            assert "    corr: float = 0.7\n" in text
+            src.write_text(text.replace("    corr: float = 0.7\n", f"    corr: float = {corr}\n"))
+        _script_main("compare_keypoint_maps")([str(other), str(tmp_path / "pairs.json")])
+        reports[name] = json.loads(capsys.readouterr().out)
+    assert reports["same"]["photos"] == 2 and reports["same"]["detector_fired_on"] == 2
+    assert reports["same"]["maps_differing"] == 0
+    assert reports["changed"]["maps_differing"] == 2 and reports["changed"]["differing"][0].endswith("f.png")
