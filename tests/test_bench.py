@@ -116,3 +116,18 @@ def test_bench_times_the_copy_move_matcher_as_its_own_stage(tmp_path, rng, tiny_
     r = runner.invoke(app, ["bench", "--weights", str(cm), "--native", "0.05", "--precision", "fp32", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["copy_move"]["size"] == 64
+
+
+def test_bench_times_the_weights_scan_uses_unless_told_otherwise(tmp_path, rng):
+    from imlscan.weights import load_model
+
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    args = ["bench", "--folder", str(tmp_path), "--no-copy-move", "--precision", "fp32", "--json"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    default = load_model(None, "cpu").weights_info
+    assert json.loads(r.stdout)["model"] == (default.path if default is not None else "untrained default")
+    r = runner.invoke(app, [*args, "--model", "sparsevit-test"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model"] == "sparsevit-test"
+    r = runner.invoke(app, ["bench", "--model", "sparsevit-test", "--weights", "x.safetensors"])
+    assert r.exit_code == 2 and "not both" in r.output

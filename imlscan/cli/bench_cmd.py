@@ -12,9 +12,17 @@ from imlscan.cli.app import app, err_console, stdout_json
 @app.command()
 def bench(
     model: str = typer.Option(
-        "sparsevit-b", "--model", help="Variant to time with random weights (speed does not depend on them)."
+        None,
+        "--model",
+        help="Variant to time with random weights (speed does not depend on them), e.g. sparsevit-b.",
+        show_default=False,
     ),
-    weights: str = typer.Option(None, "--weights", help="Time a weights file instead of --model."),
+    weights: str = typer.Option(
+        None,
+        "--weights",
+        help="Time a weights file or registered name. Default (neither option): the weights scan uses.",
+        show_default=False,
+    ),
     size: int = typer.Option(512, "--size", help="Square input size in pixels."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8,32."),
     precision: str = typer.Option("fp32,bf16", "--precision", help="Comma-separated: fp32, bf16, fp16, auto."),
@@ -66,8 +74,11 @@ def bench(
         raise UsageError("--cudnn applies to --native scans only", hint="e.g. imlscan bench --native 1,12 --cudnn")
     if threads:
         torch.set_num_threads(threads)
-    net = load_model(weights, device="cpu") if weights else create_model(model)
-    name = weights or model
+    if model and weights:
+        raise UsageError("give --model or --weights, not both", hint="--model times random weights of a variant")
+    net = create_model(model) if model else load_model(weights, device="cpu")
+    info = getattr(net, "weights_info", None)
+    name = model or weights or (info.path if info is not None else "untrained default")
     if native:
         try:
             mps = [float(v) for v in native.split(",") if v.strip()]
