@@ -182,7 +182,12 @@ def eval_(
         0.5, "--threshold", min=0.0, max=1.0, help="A pixel is flagged when p > threshold."
     ),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0 = decode in the main process)."),
+    workers: int = typer.Option(
+        2,
+        "--workers",
+        min=0,
+        help="Decoding processes; they also run the keypoint copy-move detector (0: the main process).",
+    ),
     tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Native protocol: tile side in pixels (0 = never tile)."),
     copy_move: bool | None = typer.Option(
         None,

@@ -267,7 +267,12 @@ def batch(
         None, "--shard", help="K/N: process only shard K of N (1 <= K <= N), for N parallel jobs.", show_default=False
     ),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Decoding processes (0 = decode in the main process)."),
+    workers: int = typer.Option(
+        2,
+        "--workers",
+        min=0,
+        help="Decoding processes; they also run the keypoint copy-move detector (0: the main process).",
+    ),
     top: int = typer.Option(50, "--top", min=0, help="Images shown in the index.html contact sheet."),
     overlay: bool = _OVERLAY,
     mask: bool = _MASK,
