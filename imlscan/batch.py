@@ -234,11 +234,14 @@ def run_batch(
     progress: bool = True,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
+    before_inference: Callable[[], None] | None = None,
 ) -> BatchSummary:
     """Scan every image under ``input_dir`` into ``options.out_dir``; see the module docstring.
 
-    ``on_result(record)`` is called after each image (done, skipped or failed). The results
-    files are written at the end, and also when the run is interrupted (Ctrl-C).
+    ``on_result(record)`` is called after each image (done, skipped or failed), and
+    ``before_inference()`` once, before the first image that needs the model (never when every
+    image is already done: the CLI's cost note waits for it). The results files are written at
+    the end, and also when the run is interrupted (Ctrl-C).
     """
     from imlscan.predict import check_threshold
 
@@ -287,7 +290,13 @@ def run_batch(
             "keypoints": keypoint_job,
         }
 
+    announce = before_inference
+
     def flush(items: list[tuple[str, dict[str, Any]]]) -> None:
+        nonlocal announce
+        if items and announce is not None:
+            announce()
+            announce = None
         for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds):
             finish(rel, record)
 

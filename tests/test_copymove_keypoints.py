@@ -307,8 +307,11 @@ def test_runs_switch_the_keypoint_detector_apart_from_the_dense_matcher(tiny_wei
     assert (
         res.exit_code == 2 and "--keypoints needs the copy-move fusion" in res.output and "Traceback" not in res.output
     )
-    res = runner.invoke(app, ["batch", str(tmp_path), "--glob", "p.png", "--out", str(tmp_path / "b"), "-w", str(both)])
+    batch = ["batch", str(tmp_path), "--glob", "p.png", "--out", str(tmp_path / "b"), "-w", str(both)]
+    res = runner.invoke(app, batch)
     assert res.exit_code == 0 and "--no-keypoints skips the detector" in res.output
+    res = runner.invoke(app, batch)  # all done already: no model runs, so no cost note
+    assert res.exit_code == 0 and "1 already done" in res.output and "note:" not in res.output
 
 
 def _ratio_matches_by_brute_force(kp, desc, kp2, desc2, ratio, min_shift):

@@ -314,8 +314,7 @@ def batch(
         keypoints=keypoints,
     )
     _announce(predictor)
-    if note := _copy_move_cost_note(predictor, workers):
-        err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
+    note = _copy_move_cost_note(predictor, workers)
     options = BatchOptions(
         out_dir=out,
         globs=list(glob),
@@ -332,7 +331,11 @@ def batch(
         max_pixels=max_pixels or None,
     )
     summary = run_batch(
-        input_dir, predictor, options, log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True)
+        input_dir,
+        predictor,
+        options,
+        log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True),
+        before_inference=(lambda: err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)) if note else None,
     )
     where = f" (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec else ""
     err_console.print(
