@@ -205,7 +205,8 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
         from imlscan.copymove_keypoints import map_ahead
 
         kp = map_ahead(task["keypoints"], decoded.rgb)
-    return {"kind": "image", "decoded": decoded, "decode_s": decode_s, "keypoints": kp}
+    keypoints_s = time.perf_counter() - t0 - decode_s
+    return {"kind": "image", "decoded": decoded, "decode_s": decode_s, "keypoints": kp, "keypoints_s": keypoints_s}
 
 
 def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]) -> dict[str, Any] | None:
@@ -388,7 +389,7 @@ def _infer_and_write(
             predictor,
             threshold=options.threshold,
             decode_s=res["decode_s"],
-            inference_s=inf_s,
+            inference_s=inf_s + res.get("keypoints_s", 0.0),  # the map's time, wherever it was computed
             copy_move=copy_move,
         )
         folder, name = out / Path(rel).parent, Path(rel).name
