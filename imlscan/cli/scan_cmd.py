@@ -93,7 +93,7 @@ def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
         cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
         skip = "--no-copy-move skips it"
         if both:
-            skip = "--no-keypoints skips the detector (about 0.3 s), --no-copy-move both"
+            skip = "--no-keypoints skips the detector (0.15 to 0.3 s), --no-copy-move both"
         return f"the copy-move {cost} per photo on a 2-core CPU (the network about 0.1 s); {skip}"
     if both:
         return (
