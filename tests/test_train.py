@@ -566,10 +566,16 @@ def test_frozen_stages_keep_weights_and_batchnorm_statistics(tmp_path, one_pair,
 
 
 def test_freezing_the_whole_encoder_trains_the_head_only(tiny_model):
+    from imlscan.models import create_model
+
     tiny_model.freeze_stages(4)
     tiny_model.train()
     assert all(not p.requires_grad for p in tiny_model.encoder.parameters())
     assert all(p.requires_grad for p in tiny_model.head.parameters())
     assert not any(m.training for m in tiny_model.encoder.modules())  # train() leaves the BatchNorms frozen
+    three = create_model("sparsevit-test")
+    three.freeze_stages(3)
+    assert not any(p.requires_grad for p in three.encoder.norm3.parameters())  # stage 3's output norm too
+    assert all(p.requires_grad for p in three.encoder.blocks4.parameters())
     with pytest.raises(UsageError, match="--freeze-stages must be 0 to 4"):
         TrainConfig(data=["x"], out="o", max_steps=1, freeze_stages=5).check()

@@ -497,7 +497,7 @@ class SparseViT(nn.Module):
         mods: list[nn.Module] = []
         for k in range(1, n + 1):
             mods += [getattr(e, f"patch_embed{k}"), getattr(e, f"blocks{k}")]
-        return mods + [e.norm3] if n == 3 else mods
+        return [*mods, e.norm3] if n == 3 else mods
 
     def train(self, mode: bool = True) -> SparseViT:
         super().train(mode)
