@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from imlscan.cli.app import app, err_console, stdout_json
+from imlscan.cli.options import COPY_MOVE, KEYPOINTS, WORKERS
 from imlscan.errors import ImlscanError, UsageError
 
 GATE_EXIT_CODE = 3
@@ -182,25 +183,10 @@ def eval_(
         0.5, "--threshold", min=0.0, max=1.0, help="A pixel is flagged when p > threshold."
     ),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = typer.Option(
-        2,
-        "--workers",
-        min=0,
-        help="Decoding processes; they also run the keypoint copy-move detector (0: the main process).",
-    ),
+    workers: int = WORKERS,
     tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Native protocol: tile side in pixels (0 = never tile)."),
-    copy_move: bool | None = typer.Option(
-        None,
-        "--copy-move/--no-copy-move",
-        help="Fuse the copy-move detectors' maps with the model's (default: as the weights say).",
-        show_default=False,
-    ),
-    keypoints: bool | None = typer.Option(
-        None,
-        "--keypoints/--no-keypoints",
-        help="With the copy-move fusion: also run the keypoint detector (default: as the weights say).",
-        show_default=False,
-    ),
+    copy_move: bool | None = COPY_MOVE,
+    keypoints: bool | None = KEYPOINTS,
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
     perturb: list[str] = typer.Option(
         [],

@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from imlscan.cli.app import app, err_console, print_error, stdout_json
+from imlscan.cli.options import COPY_MOVE, KEYPOINTS, WORKERS
 from imlscan.errors import ImlscanError, UsageError
 
 # Literal copies (checked equal by the tests) so that importing the CLI does not load torch.
@@ -41,21 +42,6 @@ _WEIGHTS = typer.Option(
     "--weights",
     "-w",
     help="A .safetensors file, a registered name or hf-hub:ORG/REPO. Default: the embedded weights.",
-    show_default=False,
-)
-_COPY_MOVE = typer.Option(
-    None,
-    "--copy-move/--no-copy-move",
-    help="Fuse the copy-move detectors' maps with the model's (default: as the weights say; "
-    "--no-copy-move is faster on CPUs).",
-    show_default=False,
-)
-_KEYPOINTS = typer.Option(
-    None,
-    "--keypoints/--no-keypoints",
-    help="With the copy-move fusion: also run the keypoint detector (rotated, scaled or mirrored copies; "
-    "default: as the weights say). It runs on the CPU: --no-keypoints keeps the dense matcher alone, "
-    "faster on GPU machines.",
     show_default=False,
 )
 _DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
@@ -173,8 +159,8 @@ def scan(
     size: int | None = _SIZE,
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
-    copy_move: bool | None = _COPY_MOVE,
-    keypoints: bool | None = _KEYPOINTS,
+    copy_move: bool | None = COPY_MOVE,
+    keypoints: bool | None = KEYPOINTS,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
@@ -267,12 +253,7 @@ def batch(
         None, "--shard", help="K/N: process only shard K of N (1 <= K <= N), for N parallel jobs.", show_default=False
     ),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = typer.Option(
-        2,
-        "--workers",
-        min=0,
-        help="Decoding processes; they also run the keypoint copy-move detector (0: the main process).",
-    ),
+    workers: int = WORKERS,
     top: int = typer.Option(50, "--top", min=0, help="Images shown in the index.html contact sheet."),
     overlay: bool = _OVERLAY,
     mask: bool = _MASK,
@@ -283,8 +264,8 @@ def batch(
     size: int | None = _SIZE,
     tile: int = _TILE,
     tile_overlap: int = _TILE_OVERLAP,
-    copy_move: bool | None = _COPY_MOVE,
-    keypoints: bool | None = _KEYPOINTS,
+    copy_move: bool | None = COPY_MOVE,
+    keypoints: bool | None = KEYPOINTS,
     weights: str | None = _WEIGHTS,
     device: str = _DEVICE,
     precision: str = _PRECISION,
