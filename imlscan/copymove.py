@@ -163,16 +163,20 @@ def _best_in_blocks(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> 
     blocks of ``CPU_QUERY_CHUNK`` queries by ``CPU_KEY_CHUNK`` keys. Why: on a CPU the whole
     rows (125 MiB per chunk at 512 px) make the search memory-bound; blocks that stay in cache
     halve its time. Ties keep the first index: ``max`` returns the first within a block and a
-    later block replaces the best only when strictly better."""
+    later block replaces the best only when strictly better. A chunk's excluded keys are its own
+    rows' neighbours, a narrow band of key indices, so only the few blocks that meet the band are
+    searched for them (checking every block made the whole search about 10% slower)."""
     values, index = [], []
     for s in range(0, q.shape[0], CPU_QUERY_CHUNK):
         qs, ns = q[s : s + CPU_QUERY_CHUNK], near[s : s + CPU_QUERY_CHUNK]
+        band = (int(ns.min()), int(ns.max()))
         best = torch.full((len(qs),), -float("inf"), device=q.device)
         arg = torch.zeros(len(qs), dtype=torch.int64, device=q.device)
         for t in range(0, keys.shape[0], CPU_KEY_CHUNK):
             sim = qs @ keys[t : t + CPU_KEY_CHUNK].T
-            rows, cols = ((ns >= t) & (ns < t + sim.shape[1])).nonzero(as_tuple=True)
-            sim[rows, ns[rows, cols] - t] = -1.0
+            if band[0] < t + sim.shape[1] and band[1] >= t:
+                rows, cols = ((ns >= t) & (ns < t + sim.shape[1])).nonzero(as_tuple=True)
+                sim[rows, ns[rows, cols] - t] = -1.0
             v, i = sim.max(-1)
             better = v > best
             best, arg = torch.where(better, v, best), torch.where(better, i + t, arg)

@@ -302,3 +302,21 @@ def test_the_cpu_block_search_gives_the_row_search_exactly_ties_and_exclusions_i
     assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])
     assert blocks[1][0] == 3  # the first of the three identical keys
     assert blocks[1][1] != 10 and not bool((near[1] == blocks[1][1]).any())
+
+
+@pytest.mark.parametrize("own", [0, 6, 7, 13, 14, 48, 49])
+def test_the_block_search_excludes_a_key_on_either_side_of_a_block_boundary(monkeypatch, own):
+    """Blocks are searched for exclusions only where the chunk's excluded keys lie; a query whose
+    one excluded key is its own exact copy, at a block's first or last index, must still not
+    match it."""
+    import imlscan.copymove as cm
+
+    g = torch.Generator().manual_seed(1)
+    keys = torch.randint(-3, 4, (50, 8), generator=g).float()
+    keys[own] = 3.0  # unrivalled: the query's best match unless excluded
+    q, near = keys[[own]].clone(), torch.full((1, 4), own)
+    monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 1)
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 7)
+    rows, blocks = cm._best_in_rows(q, keys, near), cm._best_in_blocks(q, keys, near)
+    assert int(blocks[1][0]) != own
+    assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -501,3 +502,89 @@ def test_compare_keypoint_maps_tells_an_identical_version_from_a_changed_one(tmp
     assert reports["same"]["photos"] == 2 and reports["same"]["detector_fired_on"] == 2
     assert reports["same"]["maps_differing"] == 0
     assert reports["changed"]["maps_differing"] == 2 and reports["changed"]["differing"][0].endswith("f.png")
+
+
+def _eval_folder(root: Path, images: list[tuple[np.ndarray, np.ndarray | None]]) -> Path:
+    """A folder shaped like ``imlscan eval --save-predictions --out``'s: maps, masks and rows."""
+    import csv
+
+    from imlscan.imageio import write_png, write_prob_png
+
+    rows = []
+    for i, (prob, mask) in enumerate(images):
+        mask_path = "Negative"
+        if mask is not None:
+            mask_path = str(root / f"m{i}.png")
+            write_png(mask_path, mask.astype(np.uint8) * 255)
+        write_prob_png(root / "predictions" / "clean" / f"{i:06d}_p{i}.png", prob)
+        label = "authentic" if mask is None else "manipulated"
+        rows.append(
+            {"setting": "clean", "index": i, "image": f"/x/p{i}.jpg", "mask": mask_path, "label": label}
+            | {"image_score": float(prob.max()), "pixel_f1_best": "1.0" if mask is not None else ""}
+        )
+    with (root / "per_image.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def test_threshold_rules_finds_hysteresis_where_regions_have_confident_cores(tmp_path, capsys):
+    """Each forgery: a confident core with a weak fringe, plus a weak isolated blob that authentic
+    images have too. Hysteresis (low under the fringe, high over the blob) gets both right; no
+    single threshold can, and the shipped 0.5 line is exactly this data's F1 at 0.5."""
+    from imlscan.metrics import pixel_f1
+
+    def forged(shift: int) -> tuple[np.ndarray, np.ndarray]:
+        prob = np.full((48, 48), 0.05, np.float32)
+        mask = np.zeros((48, 48), bool)
+        mask[8 + shift : 24 + shift, 8:24] = True
+        prob[mask] = 0.4
+        prob[12 + shift : 20 + shift, 12:20] = 0.95
+        prob[36:42, 36:42] = 0.6
+        return prob, mask
+
+    def authentic() -> tuple[np.ndarray, None]:
+        prob = np.full((48, 48), 0.05, np.float32)
+        prob[30:36, 5:11] = 0.6
+        return prob, None
+
+    images = [forged(s) for s in (0, 4, 8)] + [authentic(), authentic()]
+    (tmp_path / "fit").mkdir()
+    (tmp_path / "other").mkdir()
+    fit = _eval_folder(tmp_path / "fit", images)
+    other = _eval_folder(tmp_path / "other", images[:1] + images[3:])
+    _script_main("threshold_rules")([str(fit), str(other)])
+    out = capsys.readouterr().out
+    lines = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    at_half = np.mean([pixel_f1(p, m) for p, m in images[:3]])
+    assert f"{at_half:.4f} / 0.0156" in lines["0.5 (shipped)"]
+    low, high = (float(v) for v in re.findall(r"low=([\d.]+) high=([\d.]+)", lines["hysteresis"])[0])
+    assert low < 0.4 and high >= 0.6
+    assert "1.0000 / 0.0000 | 1.0000 / 0.0000" in lines["hysteresis"]
+    assert "1.0000" not in lines["global"]
+
+
+def test_compare_keypoint_maps_checks_the_dense_search_too(tmp_path, capsys):
+    """``--detector dense`` compares the dense matcher's best matches: a version whose search
+    excludes a smaller neighbourhood must differ, an identical one must not."""
+    import shutil
+
+    import cv2
+    from helpers import multiscale_photo
+
+    cv2.imwrite(str(tmp_path / "f.png"), multiscale_photo(np.random.default_rng(0), 128)[..., ::-1])
+    (tmp_path / "pairs.json").write_text(json.dumps([["f.png", "Negative"]]))
+    reports = {}
+    for name, exclude in (("same", None), ("changed", "1")):
+        other = tmp_path / name
+        shutil.copytree(SCRIPTS.parent / "imlscan", other / "imlscan")
+        if exclude:
+            src = other / "imlscan" / "copymove.py"
+            assert "    exclude: int = 3\n" in src.read_text()
+            src.write_text(src.read_text().replace("    exclude: int = 3\n", f"    exclude: int = {exclude}\n"))
+        args = [str(other), str(tmp_path / "pairs.json"), "--detector", "dense", "--size", "128"]
+        _script_main("compare_keypoint_maps")(args)
+        reports[name] = json.loads(capsys.readouterr().out)
+    assert reports["same"]["detector"] == "dense" and reports["same"]["maps_differing"] == 0
+    assert reports["changed"]["maps_differing"] == 1
