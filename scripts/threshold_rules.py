@@ -9,6 +9,8 @@ set, never the validation set) and then applied unchanged to the others:
 - relative: per image, ``clip(a * peak, lo, hi)``, where the peak is the image score or the map's
   maximum (weaker responses are dropped next to a strong one; a monotone change per image, so
   per-image AUC is unchanged);
+- gated: ``lo`` where the image score reaches ``s0``, ``hi`` below it (more of the map where the
+  image looks manipulated, less where it does not);
 - hysteresis: pixels above ``low`` that are connected to a pixel above ``high`` (Canny's rule:
   grow confident regions, drop weak isolated ones).
 
@@ -39,6 +41,9 @@ HYST_LOW = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
 HYST_HIGH = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
 GLOBAL = np.round(np.arange(0.3, 0.901, 0.025), 3)
 SWEEP = (0.3, 0.35, 0.4, 0.45, 0.5, 0.55)
+GATE_SCORE = np.round(np.arange(0.5, 0.976, 0.025), 3)
+GATE_LO = (0.3, 0.4, 0.45, 0.5)
+GATE_HI = (0.5, 0.55, 0.6, 0.7)
 
 
 @dataclass
@@ -109,6 +114,14 @@ def rules() -> list[tuple[str, str, Callable[[Image], np.ndarray]]]:
                     lambda im, a=a, lo=lo, hi=hi, of=of: im.prob > min(hi, max(lo, a * of(im))),
                 )
             )
+    for s0, lo, hi in itertools.product(GATE_SCORE, GATE_LO, GATE_HI):
+        out.append(
+            (
+                "gated",
+                f"s0={s0:g} lo={lo:g} hi={hi:g}",
+                lambda im, s0=s0, lo=lo, hi=hi: im.prob > (lo if im.score >= s0 else hi),
+            )
+        )
     for low, high in itertools.product(HYST_LOW, HYST_HIGH):
         if low <= high:
             out.append(
