@@ -389,30 +389,37 @@ def test_select_copy_move_picks_the_best_allowed_setting_and_attaches_it(tmp_pat
     assert capsys.readouterr().out.splitlines()[-1] == "chosen: null" and not out.exists()
 
 
+def _transformed_copies(folder: Path, transforms: list[tuple[float, float, bool]]) -> None:
+    """``folder/pairs.json``: per (angle, scale, flip), an authentic photo and its forgery with a
+    transformed copy, the mask marking the copy and its source."""
+    import cv2
+    from helpers import multiscale_photo, transformed_copy
+
+    rng = np.random.default_rng(0)
+    pairs = []
+    for k, (angle, scale, flip) in enumerate(transforms):
+        photo = multiscale_photo(rng, 256)
+        cv2.imwrite(str(folder / f"a{k}.png"), photo)
+        pairs.append([f"a{k}.png", "Negative"])
+        img, source, copy = transformed_copy(photo, angle, scale, flip)
+        cv2.imwrite(str(folder / f"c{k}.png"), img)
+        cv2.imwrite(str(folder / f"c{k}_gt.png"), (source | copy).astype(np.uint8) * 255)
+        pairs.append([f"c{k}.png", f"c{k}_gt.png"])
+    (folder / "pairs.json").write_text(json.dumps(pairs))
+
+
 def test_select_copy_move_keypoints_picks_the_best_allowed_setting_and_attaches_it(tmp_path, tiny_model, capsys):
     """Rotated and mirrored copies that only a few keypoints match: the network and the dense
     matcher find nothing, the 5-inlier settings find them (mirrored ones only with the mirror
     search), the rule picks the best allowed one and writes it, and picks nothing when the
     authentic limit rules everything out."""
-    import cv2
-    from helpers import multiscale_photo, transformed_copy
 
     from imlscan.copymove import CopyMoveConfig, attach
 
     main = _script_main("select_copy_move_keypoints")
     plain = _blind_weights(tiny_model, tmp_path / "w.safetensors")
     weights = attach(plain, tmp_path / "cm.safetensors", CopyMoveConfig(size=256))
-    rng = np.random.default_rng(0)
-    pairs = []
-    for k, (angle, scale, flip) in enumerate([(25, 1.1, False), (-40, 0.85, False), (15, 1.0, True)]):
-        photo = multiscale_photo(rng, 256)
-        cv2.imwrite(str(tmp_path / f"a{k}.png"), photo)
-        pairs.append([f"a{k}.png", "Negative"])
-        img, source, copy = transformed_copy(photo, angle, scale, flip)
-        cv2.imwrite(str(tmp_path / f"c{k}.png"), img)
-        cv2.imwrite(str(tmp_path / f"c{k}_gt.png"), (source | copy).astype(np.uint8) * 255)
-        pairs.append([f"c{k}.png", f"c{k}_gt.png"])
-    (tmp_path / "pairs.json").write_text(json.dumps(pairs))
+    _transformed_copies(tmp_path, [(25, 1.1, False), (-40, 0.85, False), (15, 1.0, True)])
     out = tmp_path / "kp.safetensors"
     main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--out", str(out)])
     lines = capsys.readouterr().out.splitlines()
@@ -427,6 +434,50 @@ def test_select_copy_move_keypoints_picks_the_best_allowed_setting_and_attaches_
     out.unlink()
     main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--out", str(out), "--max-authentic-fpr", "-1"])
     assert capsys.readouterr().out.splitlines()[-1] == "chosen: null" and not out.exists()
+
+
+def test_select_copy_move_keypoints_joint_moves_the_networks_threshold_to_make_room(tmp_path, tiny_model, capsys):
+    """The network says 0.545 everywhere: at any threshold below that it flags every authentic
+    pixel, so the joint rule must put the network's threshold at 0.55 (the allowed one nearest
+    0.5), pick the best keypoint setting there, move the output bias by -logit(0.55) and keep the
+    earlier calibration under ``previous``."""
+    import math
+
+    import torch
+
+    from imlscan.copymove import CopyMoveConfig, attach
+    from imlscan.weights import model_from_file, rewrite_metadata
+
+    main = _script_main("select_copy_move_keypoints")
+    with torch.no_grad():
+        tiny_model.head.classifier.weight.zero_()
+        tiny_model.head.classifier.bias.fill_(math.log(0.545 / 0.455))
+    save_weights(tiny_model, tmp_path / "w.safetensors", name="tiny-test", variant="sparsevit-test")
+    earlier = {"threshold": 0.4, "total_logit_offset": 0.4, "authentic_scores": [0.5]}
+    rewrite_metadata(tmp_path / "w.safetensors", tmp_path / "w.safetensors", {"calibration": earlier})
+    weights = attach(tmp_path / "w.safetensors", tmp_path / "cm.safetensors", CopyMoveConfig(size=256))
+    _transformed_copies(tmp_path, [(25, 1.1, False), (15, 1.0, True)])
+    out = tmp_path / "joint.safetensors"
+    main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--joint", "--out", str(out)])
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        lines[0].startswith("as it is: keypoints off") and " at 0.50 " in lines[0] and "authentic 1.000000" in lines[0]
+    )
+    assert len(lines) == 1 + 19 + 2 and all(" at 0.55 " in line for line in lines[1:20])
+    chosen = json.loads(lines[-2].removeprefix("chosen: "))
+    assert chosen["threshold"] == 0.55 and chosen["config"]["mirror"] is True and chosen["f1"] > 0.3
+    meta = read_metadata(out)
+    cal = meta["calibration"]
+    assert cal["threshold"] == 0.55 and cal["previous"]["threshold"] == 0.4
+    assert cal["total_logit_offset"] == pytest.approx(0.4 - math.log(0.55 / 0.45))
+    assert (
+        len(cal["authentic_scores"]) == 2
+        and meta["copy_move_keypoints"]["min_inliers"] == chosen["config"]["min_inliers"]
+    )
+    model, _ = model_from_file(out)
+    shifted = math.log(0.545 / 0.455) - math.log(0.55 / 0.45)
+    assert float(model.head.classifier.bias.detach()) == pytest.approx(shifted, abs=2e-3)
+    assert not (tmp_path / "joint.network.safetensors").exists()
 
 
 def _script_main(name: str):
