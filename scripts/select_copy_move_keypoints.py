@@ -90,25 +90,26 @@ def score(rows: list[dict], config: KeypointConfig | None) -> dict[str, float]:
     return score_maps((np.maximum(r["net"], _detected(r, matcher)), r["mask"]) for r in rows)
 
 
+def _above(values: np.ndarray) -> np.ndarray:
+    """How many of ``values`` exceed each threshold of ``THRESHOLDS`` (strictly, as ``eval``)."""
+    values = np.sort(values)
+    return values.size - np.searchsorted(values, THRESHOLDS, side="right")
+
+
 def joint_scores(rows: list[dict], config: KeypointConfig | None) -> tuple[np.ndarray, np.ndarray]:
     """(mean F1, mean authentic pixel rate) at each network threshold of ``THRESHOLDS``, the
-    detectors' maps flagging above 0.5 (strict, as ``eval``)."""
+    detectors' maps flagging above 0.5."""
     matcher = KeypointMatcher(config) if config is not None else None
     f1, authentic, n_manipulated, n_authentic = np.zeros(len(THRESHOLDS)), np.zeros(len(THRESHOLDS)), 0, 0
     for r in rows:
         found, mask, net = _detected(r, matcher) > 0.5, r["mask"], r["net"]
-
-        def above(values: np.ndarray) -> np.ndarray:
-            values = np.sort(values)
-            return values.size - np.searchsorted(values, THRESHOLDS, side="right")
-
         if mask.any():
-            tp = np.count_nonzero(found & mask) + above(net[mask & ~found])
-            fp = np.count_nonzero(found & ~mask) + above(net[~mask & ~found])
+            tp = np.count_nonzero(found & mask) + _above(net[mask & ~found])
+            fp = np.count_nonzero(found & ~mask) + _above(net[~mask & ~found])
             f1 += 2 * tp / (tp + fp + np.count_nonzero(mask))
             n_manipulated += 1
         else:
-            authentic += (np.count_nonzero(found) + above(net[~found])) / net.size
+            authentic += (np.count_nonzero(found) + _above(net[~found])) / net.size
             n_authentic += 1
     return f1 / max(n_manipulated, 1), authentic / max(n_authentic, 1)
 
@@ -138,7 +139,8 @@ def select_joint(
     rows: list[dict], max_authentic_fpr: float, own: KeypointConfig | None
 ) -> tuple[dict | None, list[dict]]:
     """Like ``select``, over settings x network thresholds; the first row is the input as it is
-    (``own`` settings at 0.5), and each setting is listed at its best threshold within the limit."""
+    (``own`` settings at 0.5), and each setting is listed at its best threshold within the limit
+    (at 0.5 when no threshold keeps it within, so the rule passes it by)."""
     half = int(np.flatnonzero(THRESHOLDS == 0.5)[0])
     f1, authentic = joint_scores(rows, own)
     table = [
@@ -200,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.cache is not None and a.cache.exists():
         rows = pickle.loads(a.cache.read_bytes())
+        if rows and "net" not in rows[0]:
+            raise SystemExit(f"{a.cache}: a cache from before the network and dense maps were kept apart; delete it")
     else:
         rows = prepare(a.weights, a.pairs, a.size)
         if a.cache is not None:
