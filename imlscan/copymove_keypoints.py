@@ -14,14 +14,19 @@ matches into regions:
    least ``min_inliers`` inliers, a moderate scale and a shift of at least ``min_shift``;
 3. for each transform, warp the image onto itself both ways and flag the pixels whose
    neighbourhood correlates with its warped counterpart (ZNCC over ``window`` pixels above
-   ``corr``), keeping only the connected parts that hold an inlier keypoint.
+   ``corr``), keeping only the connected parts that hold an inlier keypoint;
+4. with ``verify``, keep a transform's region only if it agrees with its counterpart like a copy:
+   a mean correlation of at least ``min_region_corr`` over the region and a median inlier error
+   of at most ``max_fit_error`` pixels. Two lookalike objects pass steps 1 to 3 about as often as
+   a copy does, but agree less and fit the transform loosely (see ``Finding``).
 
 It runs on the same ``size`` x ``size`` image as the dense matcher; its map (0 outside the
 regions, ``FLOOR`` to 1 inside, with the correlation) is fused with the others by a pixel-wise
 maximum. Like the dense matcher it flags both the copy and its source. It ignores what repeats by
 nature (symmetric objects, periodic texture; see ``_plausible`` and ``region_map``) but not two
-genuinely similar objects, such as two packs of one product: the settings in a weights file were
-selected under the calibration's limit on authentic pixels.
+genuinely similar objects, such as two packs of one product, unless ``verify`` rules them out
+(about half of them, at a cost of 3% of true copies, on the development photos); the settings in
+a weights file were selected under the calibration's limit on authentic pixels.
 """
 
 from __future__ import annotations
@@ -46,7 +51,11 @@ SHORTLIST = 8  # nearest descriptors per keypoint checked for distance before a 
 
 @dataclass(frozen=True)
 class KeypointConfig(MetadataSettings):
-    """The detector's settings (see the module docstring); stored in a weights file's metadata."""
+    """The detector's settings (see the module docstring); stored in a weights file's metadata.
+
+    ``verify`` is off by default so that weights files written before it keep their maps; its two
+    thresholds were fitted on training-split synthetic copy-moves and authentic photos
+    (``scripts/fit_keypoint_verifier.py``) to keep 97% of true copies."""
 
     ENTRY: ClassVar[str] = "copy_move_keypoints"
 
@@ -58,6 +67,9 @@ class KeypointConfig(MetadataSettings):
     window: int = 7
     corr: float = 0.7
     mirror: bool = True
+    verify: bool = False
+    min_region_corr: float = 0.835
+    max_fit_error: float = 0.8
 
     def __post_init__(self) -> None:
         if not 0.0 < self.ratio < 1.0:
@@ -68,6 +80,8 @@ class KeypointConfig(MetadataSettings):
             raise UsageError(f"copy_move_keypoints window must be odd and at least 3, got {self.window}")
         if not -1.0 <= self.corr < 1.0 or self.min_shift < 0 or self.reproj <= 0:
             raise UsageError("copy_move_keypoints corr must be in [-1, 1), min_shift >= 0 and reproj > 0")
+        if not -1.0 <= self.min_region_corr <= 1.0 or self.max_fit_error <= 0:
+            raise UsageError("copy_move_keypoints min_region_corr must be in [-1, 1] and max_fit_error > 0")
 
 
 @dataclass
@@ -78,6 +92,32 @@ class Transform:
     inliers: int
     src: np.ndarray  # inlier points in the source, N x 2 (x, y)
     dst: np.ndarray  # and their matches in the copy
+
+    def fit_error(self) -> float:
+        """Median distance (pixels) between the inliers' copies and where the matrix sends their sources."""
+        mapped = self.src @ self.matrix[:, :2].T + self.matrix[:, 2]
+        return float(np.median(np.hypot(*(mapped - self.dst).T)))
+
+
+@dataclass
+class Finding:
+    """One transform's flagged pixels (copy and source) and the evidence that it is a copy.
+
+    Why keep the evidence: an exact copy agrees with its source nearly everywhere (local
+    correlation near 1) and its keypoints fit the transform to a fraction of a pixel, while two
+    lookalike objects (two windows, two packs of one product) agree less and fit loosely. The
+    ``verify`` setting drops findings whose evidence falls short (see ``KeypointConfig``)."""
+
+    map: np.ndarray  # float32, 0 outside, FLOOR..1 inside
+    region_corr: float  # mean local correlation over the flagged pixels, both sides averaged
+    fit_error: float  # the transform's median inlier error, pixels
+    transform: Transform
+
+    def verified(self, config: KeypointConfig) -> bool:
+        """Whether the finding passes the settings' verification (always, with ``verify`` off)."""
+        if not config.verify:
+            return True
+        return self.region_corr >= config.min_region_corr and self.fit_error <= config.max_fit_error
 
 
 class KeypointMatcher:
@@ -122,22 +162,26 @@ class KeypointMatcher:
         return found
 
     def region_map(self, gray: np.ndarray, transforms: list[Transform]) -> np.ndarray:
-        """Float32 map of the pixels explained by the transforms (copies and sources): 0 outside,
-        and inside from ``FLOOR`` to 1 as the neighbourhood's correlation with its counterpart
-        goes from ``corr`` to 1.
+        """Float32 map of the pixels explained by the transforms' verified findings (copies and
+        sources): 0 outside, and inside from ``FLOOR`` to 1 as the neighbourhood's correlation
+        with its counterpart goes from ``corr`` to 1.
 
         Why graded: an exact copy correlates near 1 with its source, while a lookalike (two
         packs of the same product) passes ``corr`` less clearly; a flat 1 would rank the
         lookalike's pixels above every other score. The floor keeps every flagged pixel above
-        the default threshold, so the mask is the region either way.
+        the default threshold, so the mask is the region either way."""
+        return combine(self.findings(gray, transforms), self.config, gray.shape)
+
+    def findings(self, gray: np.ndarray, transforms: list[Transform]) -> list[Finding]:
+        """Each transform's flagged region, verified or not.
 
         A transform whose copy side and source side overlap by more than ``MAX_OVERLAP`` (of the
-        smaller) is dropped: that is a pattern repeating into itself (tiles, a brick wall), not a
+        smaller) gives none: that is a pattern repeating into itself (tiles, a brick wall), not a
         region pasted elsewhere."""
         cfg = self.config
         h, w = gray.shape
-        out = np.zeros((h, w), np.float32)
         g = gray.astype(np.float32)
+        found = []
         for t in transforms:
             inv = cv2.invertAffineTransform(t.matrix)
             sides = []
@@ -147,12 +191,14 @@ class KeypointMatcher:
                 z = local_zncc(g, warped, cfg.window) * valid
                 part = _parts_with_points((z > cfg.corr) & _far(m, h, w, cfg.min_shift), points, cfg.window)
                 strength = np.clip((cv2.blur(z, (cfg.window, cfg.window)) - cfg.corr) / (1.0 - cfg.corr), 0.0, 1.0)
-                sides.append((part, np.where(part, FLOOR + (1.0 - FLOOR) * strength, 0.0)))
-            (copy, copy_map), (source, source_map) = sides
+                sides.append((part, np.where(part, FLOOR + (1.0 - FLOOR) * strength, 0.0), z))
+            (copy, copy_map, zc), (source, source_map, zs) = sides
             smaller = min(copy.sum(), source.sum())
             if smaller and (copy & source).sum() <= MAX_OVERLAP * smaller:
-                out = np.maximum(out, np.maximum(copy_map, source_map).astype(np.float32))
-        return out
+                corr = float((zc[copy].mean() + zs[source].mean()) / 2)
+                region = np.maximum(copy_map, source_map).astype(np.float32)
+                found.append(Finding(region, corr, t.fit_error(), t))
+        return found
 
     def prob_map(self, rgb: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
         """The detector's map of an ``H x W x 3`` uint8 image, at ``shape`` (default its own)."""
@@ -205,6 +251,15 @@ def map_ahead(job: KeypointJob | None, rgb: np.ndarray) -> np.ndarray | None:
         return job.run(rgb)
     except Exception:  # noqa: BLE001 - recomputed (and reported) by the predictor
         return None
+
+
+def combine(findings: list[Finding], config: KeypointConfig, shape: tuple[int, int]) -> np.ndarray:
+    """The pixel-wise maximum of the verified findings' maps (zeros when none is)."""
+    out = np.zeros(shape, np.float32)
+    for f in findings:
+        if f.verified(config):
+            np.maximum(out, f.map, out=out)
+    return out
 
 
 def both_ways(searches: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """How a model scores the two halves of a copy-move whose ground truth marks both.
 
     python scripts/copymove_components.py ../shared/data/real-val/noso/pairs.json \
-        --weights weights/imlscan-sparsevit-t-v22.safetensors --weights runs/v5-cal.safetensors
+        --weights weights/imlscan-sparsevit-t-v23.safetensors --weights runs/v5-cal.safetensors
 
 Conventions differ: imlscan's generator (and the masks of several public benchmarks) mark only
 the pasted copy of a copy-move, while NoSo marks the source and the copy. A model that learns to

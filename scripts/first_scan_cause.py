@@ -4,7 +4,7 @@ a warm-up scan at 0.3 MP (context, cuBLAS and cuDNN handles), then the first and
 at each size. If disabling cuDNN removes the first-scan cost, the cost is cuDNN's per-shape set-up;
 if eager module loading removes it, it is CUDA's lazy loading of each kernel on first use.
 
-    python scripts/first_scan_cause.py weights/imlscan-sparsevit-t-v22.safetensors --mp 1,6
+    python scripts/first_scan_cause.py weights/imlscan-sparsevit-t-v23.safetensors --mp 1,6
 """
 
 from __future__ import annotations

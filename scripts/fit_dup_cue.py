@@ -1,6 +1,6 @@
 """Train only the duplication cue of a ``-dup`` model on top of frozen trained weights.
 
-    python scripts/fit_dup_cue.py weights/imlscan-sparsevit-t-v22.safetensors \\
+    python scripts/fit_dup_cue.py weights/imlscan-sparsevit-t-v23.safetensors \\
         data/synth-cuefit/pairs.json runs/v17.safetensors --epochs 40
 
 Why: the cue's correlations need no gradient and its MLP is small, so with the encoder frozen

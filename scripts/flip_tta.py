@@ -4,7 +4,7 @@ Forensic traces survive a mirror image, so averaging the maps of flipped inputs 
 cheap ensemble. This script asks whether it helps the shipped weights before anyone builds a
 ``--tta`` option: it runs ``imlscan eval``'s own code with a predictor that averages the views.
 
-    python scripts/flip_tta.py weights/imlscan-sparsevit-t-v22.safetensors data/synth-val/pairs.json \
+    python scripts/flip_tta.py weights/imlscan-sparsevit-t-v23.safetensors data/synth-val/pairs.json \
         --views id --views id,h --views id,h,v,hv
 
 One JSON line per view set: the headline metrics (threshold 0.5) and the seconds taken.

@@ -2,7 +2,7 @@
 on a random 4:3 image, after a warm-up at the same size, so that the time waiting for the device
 shows up in the call that synchronizes (``.cpu()``) and the rest is host-side work.
 
-    python scripts/profile_native.py weights/imlscan-sparsevit-t-v22.safetensors --mp 12 --device cuda
+    python scripts/profile_native.py weights/imlscan-sparsevit-t-v23.safetensors --mp 12 --device cuda
 """
 
 from __future__ import annotations

@@ -24,15 +24,20 @@ which rules out every sensitive setting by a few hundredths of a percent. With `
 output bias also moves the network's decision point to the chosen threshold, recorded under
 ``calibration`` (the earlier calibration kept under ``previous``).
 
-    git show 93e803d:weights/imlscan-sparsevit-t-v20.safetensors > runs/v20.safetensors   # v22 was made from v20
+    git show 93e803d:weights/imlscan-sparsevit-t-v20.safetensors > runs/v20.safetensors   # v22 and v23: from v20
     python scripts/select_copy_move_keypoints.py runs/v20.safetensors data/synth-calib/pairs.json \
-        --joint --out weights/imlscan-sparsevit-t-v22.safetensors
+        --joint --out weights/imlscan-sparsevit-t-v23.safetensors
+
+Each setting is scored with the detector's verification off and on (``VERIFY``; its thresholds are
+``KeypointConfig``'s, fitted beforehand by ``fit_keypoint_verifier.py``). v22 was chosen before
+the verification existed, from the same grid without it.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,13 +47,21 @@ from selection_rule import calibration_images, choose, parser, score_maps
 
 from imlscan.calibrate import Calibration, apply, logit
 from imlscan.copymove import CopyMoveMatcher, attach_keypoints, config_of
-from imlscan.copymove_keypoints import KeypointConfig, KeypointMatcher, both_ways, keypoint_config_of
+from imlscan.copymove_keypoints import (
+    Finding,
+    KeypointConfig,
+    KeypointMatcher,
+    both_ways,
+    combine,
+    keypoint_config_of,
+)
 from imlscan.predict import Predictor
 from imlscan.weights import load_model, read_metadata, rewrite_metadata
 
 MIN_INLIERS = (5, 10, 20)
 CORR = (0.7, 0.8, 0.9)
 MIRROR = (False, True)
+VERIFY = (False, True)
 THRESHOLDS = np.round(np.arange(0.40, 0.701, 0.01), 2)
 
 
@@ -80,8 +93,12 @@ def _detected(r: dict, matcher: KeypointMatcher | None) -> np.ndarray:
     """The copy-move detectors' map of a prepared image (the dense matcher's alone when off)."""
     if matcher is None:
         return r["dense"]
+    return np.maximum(r["dense"], combine(_findings(r, matcher), matcher.config, r["gray"].shape))
+
+
+def _findings(r: dict, matcher: KeypointMatcher) -> list[Finding]:
     searches = r["searches"] if matcher.config.mirror else r["searches"][:1]
-    return np.maximum(r["dense"], matcher.region_map(r["gray"], matcher.transforms(*both_ways(searches))))
+    return matcher.findings(r["gray"], matcher.transforms(*both_ways(searches)))
 
 
 def score(rows: list[dict], config: KeypointConfig | None) -> dict[str, float]:
@@ -92,26 +109,40 @@ def score(rows: list[dict], config: KeypointConfig | None) -> dict[str, float]:
 
 def _above(values: np.ndarray) -> np.ndarray:
     """How many of ``values`` exceed each threshold of ``THRESHOLDS`` (strictly, as ``eval``)."""
-    values = np.sort(values)
-    return values.size - np.searchsorted(values, THRESHOLDS, side="right")
+    return _above_sorted(np.sort(values))
 
 
 def joint_scores(rows: list[dict], config: KeypointConfig | None) -> tuple[np.ndarray, np.ndarray]:
     """(mean F1, mean authentic pixel rate) at each network threshold of ``THRESHOLDS``, the
     detectors' maps flagging above 0.5."""
     matcher = KeypointMatcher(config) if config is not None else None
+    return joint_scores_of(rows, [_detected(r, matcher) for r in rows])
+
+
+def joint_scores_of(rows: list[dict], detected: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``joint_scores`` from each row's copy-move map.
+
+    Why the sorted copies: the network's values in and out of the mask are counted above every
+    threshold for each of dozens of settings; they are sorted once per image (kept in the row) and
+    the few pixels the detectors flag are subtracted, which gives the same counts."""
     f1, authentic, n_manipulated, n_authentic = np.zeros(len(THRESHOLDS)), np.zeros(len(THRESHOLDS)), 0, 0
-    for r in rows:
-        found, mask, net = _detected(r, matcher) > 0.5, r["mask"], r["net"]
+    for r, d in zip(rows, detected):
+        found, mask, net = d > 0.5, r["mask"], r["net"]
+        if "sorted_in" not in r:
+            r["sorted_in"], r["sorted_out"] = np.sort(net[mask]), np.sort(net[~mask])
+        fp = np.count_nonzero(found & ~mask) + _above_sorted(r["sorted_out"]) - _above(net[~mask & found])
         if mask.any():
-            tp = np.count_nonzero(found & mask) + _above(net[mask & ~found])
-            fp = np.count_nonzero(found & ~mask) + _above(net[~mask & ~found])
+            tp = np.count_nonzero(found & mask) + _above_sorted(r["sorted_in"]) - _above(net[mask & found])
             f1 += 2 * tp / (tp + fp + np.count_nonzero(mask))
             n_manipulated += 1
         else:
-            authentic += (np.count_nonzero(found) + _above(net[~found])) / net.size
+            authentic += fp / net.size
             n_authentic += 1
     return f1 / max(n_manipulated, 1), authentic / max(n_authentic, 1)
+
+
+def _above_sorted(values: np.ndarray) -> np.ndarray:
+    return values.size - np.searchsorted(values, THRESHOLDS, side="right")
 
 
 def best_threshold(f1: np.ndarray, authentic: np.ndarray, max_authentic_fpr: float) -> int | None:
@@ -124,8 +155,16 @@ def best_threshold(f1: np.ndarray, authentic: np.ndarray, max_authentic_fpr: flo
 
 
 def grid() -> list[KeypointConfig]:
+    """The settings scored: ``MIRROR`` x ``MIN_INLIERS`` x ``CORR`` x ``VERIFY``, the verification's
+    own thresholds as fitted (``KeypointConfig``'s defaults)."""
     base = KeypointConfig()
-    return [replace(base, min_inliers=n, corr=c, mirror=m) for m in MIRROR for n in MIN_INLIERS for c in CORR]
+    return [
+        replace(base, min_inliers=n, corr=c, mirror=m, verify=v)
+        for m in MIRROR
+        for n in MIN_INLIERS
+        for c in CORR
+        for v in VERIFY
+    ]
 
 
 def select(rows: list[dict], max_authentic_fpr: float) -> tuple[dict | None, list[dict]]:
@@ -146,14 +185,28 @@ def select_joint(
     table = [
         {"config": own.to_dict() if own else None, "threshold": 0.5, "f1": f1[half], "authentic_fpr": authentic[half]}
     ]
-    for config in [None, *grid()]:
-        f1, authentic = joint_scores(rows, config)
+    for config, detected in _grid_maps(rows):
+        f1, authentic = joint_scores_of(rows, detected)
         i = best_threshold(f1, authentic, max_authentic_fpr)
         if i is None:
             i = half
         row = {"config": config.to_dict() if config else None, "threshold": float(THRESHOLDS[i])}
         table.append({**row, "f1": float(f1[i]), "authentic_fpr": float(authentic[i])})
     return choose(table, max_authentic_fpr), table
+
+
+def _grid_maps(rows: list[dict]) -> Iterator[tuple[KeypointConfig | None, list[np.ndarray]]]:
+    """Keypoints off, then each setting of ``grid()`` with each row's map; the findings are
+    computed once for the settings that differ only in their verification."""
+    yield None, [r["dense"] for r in rows]
+    cache: dict[KeypointConfig, list[list[Finding]]] = {}
+    for config in grid():
+        unverified = replace(config, verify=False)
+        if unverified not in cache:
+            matcher = KeypointMatcher(unverified)
+            cache = {unverified: [_findings(r, matcher) for r in rows]}
+        shape = rows[0]["gray"].shape if rows else (0, 0)
+        yield config, [np.maximum(r["dense"], combine(f, config, shape)) for r, f in zip(rows, cache[unverified])]
 
 
 def write_joint(weights: str, out: Path, pairs: Path, chosen: dict, table: list[dict], limit: float, n: tuple) -> None:
@@ -192,7 +245,10 @@ def write_joint(weights: str, out: Path, pairs: Path, chosen: dict, table: list[
 
 
 def _name(c: dict | None) -> str:
-    return "keypoints off" if c is None else f"mirror {c['mirror']!s:5s} inliers {c['min_inliers']:2d} corr {c['corr']}"
+    if c is None:
+        return "keypoints off"
+    verify = " verified" if c.get("verify") else ""
+    return f"mirror {c['mirror']!s:5s} inliers {c['min_inliers']:2d} corr {c['corr']}{verify}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         chosen, table = select_joint(rows, a.max_authentic_fpr, own)
         for s in table:
             name = ("as it is: " if s is table[0] else "") + _name(s["config"])
-            print(f"{name:44s} at {s['threshold']:.2f}  F1 {s['f1']:.4f}  authentic {s['authentic_fpr']:.6f}")
+            print(f"{name:53s} at {s['threshold']:.2f}  F1 {s['f1']:.4f}  authentic {s['authentic_fpr']:.6f}")
     else:
         chosen, table = select(rows, a.max_authentic_fpr)
         for s in table:

@@ -44,3 +44,16 @@ def transformed_copy(
     out = rgb.copy()
     out[copy] = cv2.warpAffine(rgb, m, (w, h), flags=cv2.INTER_LINEAR)[copy]
     return out, disc.astype(bool), copy
+
+
+def lookalike_copy(rgb: np.ndarray, angle: float, scale: float, seed: int = 0) -> np.ndarray:
+    """``transformed_copy``'s image, but the disc pasted is taken from a slightly bent,
+    independently grainy version of ``rgb``: a lookalike, as a second object of the same kind
+    differs from the first in its shape and fine detail."""
+    h, w = rgb.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    bent = cv2.remap(rgb, xs + 1.2 * np.sin(ys / 9.0), ys + 1.2 * np.cos(xs / 11.0), cv2.INTER_LINEAR)
+    grain = cv2.GaussianBlur(np.random.default_rng(seed).normal(0, 10, rgb.shape).astype(np.float32), (0, 0), 1.0)
+    out, source, _ = transformed_copy(np.clip(bent + grain, 0, 255).astype(np.uint8), angle, scale, False)
+    out[source] = rgb[source]
+    return out

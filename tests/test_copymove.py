@@ -184,7 +184,8 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     from typer.testing import CliRunner
 
     from imlscan.cli import app
-    from imlscan.weights import read_metadata, save_weights
+    from imlscan.copymove_keypoints import keypoint_config_of
+    from imlscan.weights import read_metadata, resolve_weights, save_weights
 
     runner = CliRunner()
     with torch.no_grad():
@@ -197,11 +198,17 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {**CopyMoveConfig(size=128, radius=1, threshold=0.5).to_dict(), "keypoints": None}
     assert read_metadata(out)["copy_move_keypoints"] is None
-    res = runner.invoke(app, [*args, "--json"])  # the keypoint detector is on by default, at its defaults
+    res = runner.invoke(app, [*args, "--json"])  # the keypoint detector is on by default, as shipped
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)["keypoints"] == KeypointConfig().to_dict()
+    shipped = keypoint_config_of(read_metadata(resolve_weights(None)))
+    assert shipped is not None and shipped.verify
+    verifying = KeypointConfig(min_inliers=shipped.min_inliers, corr=shipped.corr, verify=True).to_dict()
+    assert verifying == shipped.to_dict()
+    assert json.loads(res.stdout)["keypoints"] == verifying
     assert read_metadata(out)["copy_move"]["radius"] == 1
-    assert read_metadata(out)["copy_move_keypoints"] == KeypointConfig().to_dict()
+    assert read_metadata(out)["copy_move_keypoints"] == verifying
+    res = runner.invoke(app, [*args, "--kp-no-verify", "--json"])
+    assert res.exit_code == 0 and read_metadata(out)["copy_move_keypoints"] == {**verifying, "verify": False}
     res = runner.invoke(app, [*args, "--references", str(tmp_path / "pairs.json")])
     assert res.exit_code != 0 and "not calibrated" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["weights", "copy-move", str(src), "--out", str(out), "--key-stride", "3"])

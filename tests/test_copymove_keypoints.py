@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from helpers import multiscale_photo, transformed_copy
+from helpers import lookalike_copy, multiscale_photo, transformed_copy
 
 from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, attach_keypoints, matcher_for
 from imlscan.copymove_keypoints import (
@@ -103,11 +103,43 @@ def test_local_zncc_is_one_for_an_affine_copy_and_zero_where_flat():
     assert local_zncc(flat, a, 7).max() == 0.0
 
 
+def test_verification_keeps_the_exact_copy_and_drops_the_lookalike_on_either_test():
+    """Both are found with verification off; the exact copy agrees with its source more closely
+    (correlation about 0.96 against 0.87) and fits its transform more tightly (0.01 pixel against
+    0.27), so each test alone, set between the two, drops the lookalike and keeps the copy."""
+    exact, _, copy = _forged(25, 1.1, False)
+    lookalike = lookalike_copy(_photo(), 25, 1.1)
+    found = {}
+    for name, rgb in (("exact", exact), ("lookalike", lookalike)):
+        gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        matcher = KeypointMatcher(KeypointConfig(min_inliers=5))
+        (found[name],) = matcher.findings(gray, matcher.transforms(*matcher.matches(gray)))
+    assert found["exact"].region_corr > 0.93 > found["lookalike"].region_corr
+    assert found["exact"].fit_error < 0.1 < found["lookalike"].fit_error
+    off = KeypointConfig(min_inliers=5)
+    by_corr = KeypointConfig(min_inliers=5, verify=True, min_region_corr=0.93, max_fit_error=5.0)
+    by_fit = KeypointConfig(min_inliers=5, verify=True, min_region_corr=-1.0, max_fit_error=0.1)
+    for config in (off, by_corr, by_fit):
+        assert KeypointMatcher(config).prob_map(exact)[copy].mean() > 0.8
+        flagged = KeypointMatcher(config).prob_map(lookalike)[copy].mean()
+        assert flagged > 0.5 if config is off else flagged == 0.0
+
+
+def test_fit_error_is_the_median_distance_of_the_inliers_from_the_transform():
+    from imlscan.copymove_keypoints import Transform
+
+    m = np.array([[0.0, -1.0, 100.0], [1.0, 0.0, 5.0]])  # a quarter turn and a shift
+    src = np.array([[0, 0], [10, 0], [0, 10], [20, 20], [5, 5]], np.float64)
+    dst = src @ m[:, :2].T + m[:, 2] + np.array([[0, 0.0], [0.3, 0.4], [1.0, 0], [0, 2.0], [0, 3.0]])
+    assert Transform(m, 5, src, dst).fit_error() == pytest.approx(1.0)
+
+
 def test_config_round_trips_and_rejects_bad_values():
     cfg = KeypointConfig(min_inliers=20, corr=0.9, mirror=False)
     assert KeypointConfig.from_dict({**cfg.to_dict(), "selected_on": "calib"}) == cfg
     assert KeypointConfig.from_dict({"mirror": "false"}).mirror is False
     assert KeypointConfig.from_dict({"mirror": "on", "min_inliers": "12"}) == KeypointConfig(min_inliers=12)
+    assert KeypointConfig.from_dict({"min_inliers": 5}).verify is False  # entries written before verify existed
     assert keypoint_config_of({"copy_move_keypoints": cfg.to_dict()}) == cfg
     assert keypoint_config_of({"copy_move": {}}) is None
     for bad in (
@@ -118,6 +150,8 @@ def test_config_round_trips_and_rejects_bad_values():
         {"min_shift": -1},
         {"corr": "x"},
         {"mirror": "maybe"},
+        {"min_region_corr": 1.5},
+        {"max_fit_error": 0},
     ):
         with pytest.raises(UsageError):
             KeypointConfig.from_dict(bad)

@@ -423,9 +423,10 @@ def test_select_copy_move_keypoints_picks_the_best_allowed_setting_and_attaches_
     out = tmp_path / "kp.safetensors"
     main([str(weights), str(tmp_path / "pairs.json"), "--size", "256", "--out", str(out)])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 1 + 18 + 2 and lines[0].startswith("keypoints off") and " F1 0.0000" in lines[0]
-    rows = {line.split(" F1 ")[0].strip(): float(line.split(" F1 ")[1].split()[0]) for line in lines[1:19]}
+    assert len(lines) == 1 + 36 + 2 and lines[0].startswith("keypoints off") and " F1 0.0000" in lines[0]
+    rows = {line.split(" F1 ")[0].strip(): float(line.split(" F1 ")[1].split()[0]) for line in lines[1:37]}
     assert rows["mirror True  inliers  5 corr 0.7"] > rows["mirror False inliers  5 corr 0.7"] > 0.3
+    assert rows["mirror True  inliers  5 corr 0.7 verified"] == rows["mirror True  inliers  5 corr 0.7"]  # exact copies
     chosen = json.loads(lines[-2].removeprefix("chosen: "))
     assert chosen["f1"] == pytest.approx(max(rows.values()), abs=1e-4) and chosen["config"]["mirror"] is True
     meta = read_metadata(out)
@@ -463,7 +464,7 @@ def test_select_copy_move_keypoints_joint_moves_the_networks_threshold_to_make_r
     assert (
         lines[0].startswith("as it is: keypoints off") and " at 0.50 " in lines[0] and "authentic 1.000000" in lines[0]
     )
-    assert len(lines) == 1 + 19 + 2 and all(" at 0.55 " in line for line in lines[1:20])
+    assert len(lines) == 1 + 37 + 2 and all(" at 0.55 " in line for line in lines[1:38])
     chosen = json.loads(lines[-2].removeprefix("chosen: "))
     assert chosen["threshold"] == 0.55 and chosen["config"]["mirror"] is True and chosen["f1"] > 0.3
     meta = read_metadata(out)
@@ -478,6 +479,47 @@ def test_select_copy_move_keypoints_joint_moves_the_networks_threshold_to_make_r
     shifted = math.log(0.545 / 0.455) - math.log(0.55 / 0.45)
     assert float(model.head.classifier.bias.detach()) == pytest.approx(shifted, abs=2e-3)
     assert not (tmp_path / "joint.network.safetensors").exists()
+
+
+def test_fit_keypoint_verifier_keeps_the_copies_and_drops_the_lookalikes(tmp_path, capsys):
+    """Training copies are exact (the mask marks copy and source), the authentic folder holds
+    lookalikes: with every copy to be kept, the chosen thresholds must let no lookalike through,
+    and the validation set (one of each) is reported with them."""
+    import cv2
+    from helpers import lookalike_copy, multiscale_photo
+
+    main = _script_main("fit_keypoint_verifier")
+    for name, seeds in (("train", (0, 1, 2)), ("val", (0,))):
+        folder = tmp_path / name
+        (folder / "hosts").mkdir(parents=True)
+        _transformed_copies(folder, [(25 + 5 * s, 1.1, False) for s in seeds])
+        for s in seeds:
+            photo = multiscale_photo(np.random.default_rng(100 + s), 256)
+            cv2.imwrite(str(folder / "hosts" / f"h{s}.png"), lookalike_copy(photo, 25, 1.1, seed=s))
+    out = tmp_path / "fit.json"
+    train, val = tmp_path / "train", tmp_path / "val"
+    main(
+        [
+            "--train",
+            str(train / "pairs.json"),
+            f"{train / 'hosts'}:all",
+            "--val",
+            str(val / "pairs.json"),
+            f"{val / 'hosts'}:all",
+            "--keep",
+            "1.0",
+            "--json",
+            str(out),
+        ]
+    )
+    result = json.loads(out.read_text())
+    assert result["train"]["copies"] >= 1 and result["train"]["lookalikes"] >= 1  # found at 512 (from 256)
+    assert result["train"]["kept"] == 1.0 and result["train"]["passed"] == 0.0
+    rows = result["train_rows"]
+    lowest, loosest = result["min_region_corr"], result["max_fit_error"]
+    copies = [r for r in rows if r["label"] == 1]
+    assert all(r["region_corr"] >= lowest and r["fit_error"] <= loosest for r in copies)
+    assert "val" in result and capsys.readouterr().out.splitlines()[-1].startswith("chosen: min_region_corr")
 
 
 def _script_main(name: str):

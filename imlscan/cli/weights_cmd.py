@@ -291,10 +291,15 @@ def copy_move(
     keypoints: bool = typer.Option(
         True, "--keypoints/--no-keypoints", help="Also fuse the keypoint detector (rotated, scaled, mirrored copies)."
     ),
-    kp_min_inliers: int = typer.Option(20, help="Keypoint detector: matches a copy needs."),
-    kp_corr: float = typer.Option(0.7, help="Keypoint detector: correlation a copied pixel needs."),
+    kp_min_inliers: int = typer.Option(5, help="Keypoint detector: matches a copy needs."),
+    kp_corr: float = typer.Option(0.8, help="Keypoint detector: correlation a copied pixel needs."),
     kp_mirror: bool = typer.Option(
         True, "--kp-mirror/--kp-no-mirror", help="Keypoint detector: also look for mirrored copies."
+    ),
+    kp_verify: bool = typer.Option(
+        True,
+        "--kp-verify/--kp-no-verify",
+        help="Keypoint detector: drop pairs that agree less than copies do (most lookalike objects).",
     ),
     references: str | None = typer.Option(
         None, help="The calibration set: recompute the authentic reference scores with the fusion on."
@@ -314,7 +319,9 @@ def copy_move(
     config = CopyMoveConfig(
         size=size, key_stride=key_stride, exclude=exclude, radius=radius, tolerance=tolerance, threshold=threshold
     )
-    kp = KeypointConfig(min_inliers=kp_min_inliers, corr=kp_corr, mirror=kp_mirror) if keypoints else None
+    kp = None
+    if keypoints:
+        kp = KeypointConfig(min_inliers=kp_min_inliers, corr=kp_corr, mirror=kp_mirror, verify=kp_verify)
     attach(src, out, config, references=references, keypoints=kp)
     settings = {**config.to_dict(), "keypoints": kp.to_dict() if kp else None}
     if json_out:
