@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", type=Path, help="write the evidence and the result here")
     a = ap.parse_args(argv)
     train = collect(a.train, a.workers)
+    labels = {r["label"] for r in train}
+    if labels != {0, 1}:
+        raise SystemExit(
+            "the training sets gave no " + ("true copies" if 1 not in labels else "lookalikes") + " to fit on"
+        )
     c, e = fit(train, a.keep)
     result: dict = {"min_region_corr": c, "max_fit_error": e, "keep": a.keep}
     for name, rows in (("train", train), ("val", collect(a.val, a.workers) if a.val else [])):

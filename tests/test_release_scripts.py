@@ -520,6 +520,8 @@ def test_fit_keypoint_verifier_keeps_the_copies_and_drops_the_lookalikes(tmp_pat
     copies = [r for r in rows if r["label"] == 1]
     assert all(r["region_corr"] >= lowest and r["fit_error"] <= loosest for r in copies)
     assert "val" in result and capsys.readouterr().out.splitlines()[-1].startswith("chosen: min_region_corr")
+    with pytest.raises(SystemExit, match="no lookalikes to fit on"):  # copies alone cannot place the thresholds
+        main(["--train", str(train / "pairs.json")])
 
 
 def _script_main(name: str):
