@@ -57,6 +57,7 @@ SYNTH_KEYS = {
     "post",
     "max_side",
     "host_resize",
+    "forge_scale",
     "translate",
     "translate_objects",
     "val_fraction",
@@ -249,6 +250,8 @@ def parse_synth_spec(spec: str, *, seed: int, split: str) -> SynthGenerator:
             kw["max_side"] = int(opts["max_side"])
         if "host_resize" in opts:
             kw["host_resize"] = float(opts["host_resize"])
+        if "forge_scale" in opts:
+            kw["forge_scale"] = float(opts["forge_scale"])
         if "translate" in opts:
             kw["translate"] = float(opts["translate"])
         if "translate_objects" in opts:

@@ -20,7 +20,7 @@ from imlscan.data.synth import (
     rescale_host,
     split_hosts,
 )
-from imlscan.data.transforms import AugmentConfig, PostConfig, apply_chain, augment_real, sample_chain
+from imlscan.data.transforms import AugmentConfig, PostConfig, apply_chain, augment_real, resize_mask, sample_chain
 from imlscan.errors import ImlscanError
 
 runner = CliRunner()
@@ -424,3 +424,34 @@ def test_translate_objects_copies_the_photos_own_objects_at_their_size(tmp_path)
         assert checked or not flag
     assert scales[False] and all(s != 1.0 for s in scales[False])
     assert scales[True] and all(s == 1.0 for s in scales[True])
+
+
+def test_forge_scale_forges_on_an_upsampled_host_and_keeps_masks_exact(hosts):
+    """``forge_scale`` forges on the host upsampled per axis, so the network (which resizes
+    every image to its input) sees the forgery downsampled, as in large real photos. The factors
+    are recorded, the mask is exactly the changed pixels, and a fixed-size set is shrunk back
+    with the paper protocol's bilinear resize, the mask following by coverage."""
+    native = _gen(hosts, seed=3, negatives=0.0, kinds=(0, 1, 0), edges=(1, 0, 0), post=NO_POST, forge_scale=1.0)
+    plain = _gen(hosts, seed=3, negatives=0.0, kinds=(0, 1, 0), edges=(1, 0, 0), post=NO_POST)
+    for i in range(4):
+        s, ref = native.sample(i), plain.sample(i)
+        fx, fy = s.params["forge_scale"]
+        assert 1.25 <= fx <= 2.5 and 1.25 <= fy <= 2.5
+        h, w = ref.host.shape[:2]
+        assert s.image.shape[:2] == (round(h * fy), round(w * fx))
+        np.testing.assert_array_equal(s.mask, _changed(s))
+        assert "forge_scale" not in ref.params
+    fixed = _gen(hosts, seed=3, negatives=0.0, kinds=(0, 1, 0), edges=(1, 0, 0), post=NO_POST, size=64, forge_scale=1.0)
+    for i in range(4):
+        s = fixed.sample(i)
+        fx, fy = s.params["forge_scale"]
+        assert s.host.shape[:2] == (round(64 * fy), round(64 * fx)) and s.image.shape == (64, 64, 3)
+        np.testing.assert_array_equal(s.image, cv2.resize(s.manipulated, (64, 64), interpolation=cv2.INTER_LINEAR))
+        np.testing.assert_array_equal(s.mask, resize_mask(_changed(s), 64, 64))
+        assert s.encoded is None
+    capped = _gen(hosts, seed=3, negatives=0.0, post=NO_POST, size=64, max_side=80, forge_scale=1.0)
+    assert all(max(capped.sample(i).host.shape[:2]) <= 80 for i in range(4))
+    with pytest.raises(ImlscanError, match="forge_scale"):
+        SynthConfig(forge_scale=1.5)
+    with pytest.raises(ImlscanError, match="forge_scale_range"):
+        SynthConfig(forge_scale_range=(0.5, 2.0))

@@ -307,7 +307,11 @@ def test_select_rejects_unknown_metrics_and_tolerates_nan(hosts, tmp_path):
 def test_synth_spec_parsing(hosts):
     gen = parse_synth_spec(f"synth:{hosts}?negatives=0.5&kinds=1,0,0&area=0.02,0.2&post=0", seed=3, split="train")
     assert gen.config.negatives == 0.5 and gen.config.kinds == (1.0, 0.0, 0.0) and gen.config.post.jpeg == 0
-    assert gen.seed == 3
+    assert gen.seed == 3 and gen.config.forge_scale == 0.0
+    scaled = parse_synth_spec(f"synth:{hosts}?forge_scale=0.5&host_resize=0.2", seed=3, split="train")
+    assert scaled.config.forge_scale == 0.5 and scaled.config.host_resize == 0.2
+    with pytest.raises(UsageError, match="forge_scale"):
+        parse_synth_spec(f"synth:{hosts}?forge_scale=2", seed=0, split="train")
     with pytest.raises(UsageError, match="unknown option"):
         parse_synth_spec(f"synth:{hosts}?negativs=0.5", seed=0, split="train")
     with pytest.raises(UsageError):

@@ -239,6 +239,15 @@ def synth(
         max=1.0,
         help="Share of hosts downscaled (x0.5-0.9) before manipulating: erases their JPEG grid, a shortcut cue.",
     ),
+    forge_scale: float = typer.Option(
+        0.0,
+        "--forge-scale",
+        min=0.0,
+        max=1.0,
+        help="Share of samples forged on the host upsampled x1.25-2.5 per axis (long side at most --max-side), "
+        "so the network sees the forgery downsampled, as in photos larger than its input (with --size: "
+        "resized back to SIZE).",
+    ),
     translate: float = typer.Option(
         0.3,
         "--translate",
@@ -288,6 +297,7 @@ def synth(
         size=size,
         max_side=max_side,
         host_resize=host_resize,
+        forge_scale=forge_scale,
         translate=translate,
         translate_objects=translate_objects,
         post=PostConfig() if post else PostConfig.disabled(),

@@ -43,7 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from imlscan.data.transforms import PostConfig, apply_chain, jpeg_roundtrip, sample_chain
+from imlscan.data.transforms import PostConfig, apply_chain, jpeg_roundtrip, resize_mask, sample_chain
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_bytes, atomic_write_text
 
@@ -72,6 +72,8 @@ class SynthConfig:
     max_side: int = 1024  # larger hosts are downscaled first (speed; their long side becomes this)
     host_resize: float = 0.0  # share of hosts downscaled by a random factor before manipulating
     host_resize_range: tuple[float, float] = (0.5, 0.9)
+    forge_scale: float = 0.0  # share of samples forged on an upsampled host (then seen downsampled)
+    forge_scale_range: tuple[float, float] = (1.25, 2.5)  # per axis, log-uniform
     post: PostConfig = field(default_factory=PostConfig)
     max_attempts: int = 40
 
@@ -91,6 +93,10 @@ class SynthConfig:
             raise UsageError(f"host_resize share must be in [0, 1], got {self.host_resize}")
         if not 0.1 <= self.host_resize_range[0] <= self.host_resize_range[1] <= 1.0:
             raise UsageError(f"bad host_resize_range {self.host_resize_range}: need 0.1 <= MIN <= MAX <= 1")
+        if not 0.0 <= self.forge_scale <= 1.0:
+            raise UsageError(f"forge_scale share must be in [0, 1], got {self.forge_scale}")
+        if not 1.0 <= self.forge_scale_range[0] <= self.forge_scale_range[1] <= 4.0:
+            raise UsageError(f"bad forge_scale_range {self.forge_scale_range}: need 1 <= MIN <= MAX <= 4")
         if self.size is not None and self.size < 32:
             raise UsageError(f"size must be at least 32 pixels, got {self.size}")
 
@@ -135,7 +141,8 @@ def parse_area(text: str, what: str) -> dict:
 @dataclass
 class SynthSample:
     """One generated sample; ``image``/``mask`` are final, ``manipulated`` is before
-    post-processing and ``host`` the photo as it was used (after any resizing)."""
+    post-processing and ``host`` the photo as it was used (after any resizing; for a sample
+    forged larger, both are at the forging size)."""
 
     index: int
     image: np.ndarray
@@ -574,6 +581,14 @@ def rescale_host(
     return cv2.resize(host, (nw, nh), interpolation=cv2.INTER_AREA), round(factor, 4)
 
 
+def shrink_to_size(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Resize a sample forged larger (``forge_scale``) down to a fixed-size set's ``size``,
+    the way the trainer, the paper protocol and ``imlscan scan`` resize a large photo (bilinear,
+    anisotropic when the aspect ratio differs). The mask follows by area coverage."""
+    rgb = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+    return rgb, resize_mask(mask, size, size)
+
+
 def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -650,15 +665,20 @@ class SynthGenerator:
             self._perm = (epoch, np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(n))
         return int(self._perm[1][i % n])
 
-    def load(self, index: int) -> np.ndarray:
-        """A host photo as the generator uses it (decoded, capped, resized to ``size``)."""
+    def load(self, index: int, scale: tuple[float, float] | None = None) -> np.ndarray:
+        """A host photo as the generator uses it: decoded, capped, resized to ``size``; for a
+        sample forged larger, also upsampled by ``scale`` (x, y), the long side capped at
+        ``max_side``."""
         cfg = self.config
         rgb = load_rgb(self.hosts[index], cfg.max_side)
-        if cfg.size:
+        h, w = (cfg.size, cfg.size) if cfg.size else rgb.shape[:2]
+        if scale:
+            w, h = w * scale[0], h * scale[1]
+            k = min(1.0, cfg.max_side / max(w, h))
+            w, h = max(round(w * k), 8), max(round(h * k), 8)
+        if (h, w) != rgb.shape[:2]:
             rgb = cv2.resize(
-                rgb,
-                (cfg.size, cfg.size),
-                interpolation=cv2.INTER_AREA if cfg.size**2 < rgb.shape[0] * rgb.shape[1] else cv2.INTER_LINEAR,
+                rgb, (w, h), interpolation=cv2.INTER_AREA if w * h < rgb.shape[0] * rgb.shape[1] else cv2.INTER_LINEAR
             )
         return rgb
 
@@ -669,12 +689,18 @@ class SynthGenerator:
         """Sample number ``i`` (any non-negative integer): a pure function of (seed, i)."""
         cfg = self.config
         rng = np.random.default_rng([self.seed, int(i)])
-        hi, host = self._load_host(self.host_index(i), rng)
+        scale = None
+        if cfg.forge_scale > 0 and rng.random() < cfg.forge_scale:
+            scale = (_log_uniform(rng, *cfg.forge_scale_range), _log_uniform(rng, *cfg.forge_scale_range))
+        hi, host = self._load_host(self.host_index(i), rng, scale)
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
+        if scale:
+            params["forge_scale"] = [round(scale[0], 4), round(scale[1], 4)]
         if cfg.host_resize > 0 and rng.random() < cfg.host_resize:
+            h, w = host.shape[:2]
             host, params["host_resize"] = rescale_host(host, rng, cfg.host_resize_range)
             if cfg.size:  # a fixed-size set stays fixed-size; the way back up keeps the grid erased
-                host = cv2.resize(host, (cfg.size, cfg.size), interpolation=cv2.INTER_LINEAR)
+                host = cv2.resize(host, (w, h), interpolation=cv2.INTER_LINEAR)
         out = None
         if rng.random() < cfg.negatives:
             kind = "negative"
@@ -684,7 +710,7 @@ class SynthGenerator:
                 if kind == "splice" and len(self.hosts) > 1:
                     di = int(rng.integers(len(self.hosts) - 1))
                     di += di >= hi
-                    di, donor = self._load_host(di, rng)
+                    di, donor = self._load_host(di, rng, scale)
                     out = splice(host, donor, rng, cfg, self.regions, self._own(di))
                     if out is not None:
                         out[2]["donor"] = self.hosts[di].name
@@ -707,15 +733,19 @@ class SynthGenerator:
             params.update(extra)
         chain = sample_chain(rng, cfg.post)
         image, final_mask, encoded = apply_chain(manipulated, mask, chain, keep_size=cfg.size is not None)
+        if scale and cfg.size:
+            (image, final_mask), encoded = shrink_to_size(image, final_mask, cfg.size), None
         params["post"] = chain
         params["format"] = "jpeg" if encoded is not None else "png"
         return SynthSample(int(i), image, final_mask, params, encoded, host, manipulated)
 
-    def _load_host(self, index: int, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+    def _load_host(
+        self, index: int, rng: np.random.Generator, scale: tuple[float, float] | None = None
+    ) -> tuple[int, np.ndarray]:
         """Decode a host; an unreadable photo is replaced by a deterministic other one."""
         for _ in range(10):
             try:
-                return index, self.load(index)
+                return index, self.load(index, scale)
             except (OSError, ValueError, Image.DecompressionBombError, cv2.error):
                 index = int(rng.integers(len(self.hosts)))
         raise ImlscanError("cannot decode the host photos", hint="check the photos folder")
