@@ -683,3 +683,26 @@ def test_compare_keypoint_maps_checks_the_dense_search_too(tmp_path, capsys):
         reports[name] = json.loads(capsys.readouterr().out)
     assert reports["same"]["detector"] == "dense" and reports["same"]["maps_differing"] == 0
     assert reports["changed"]["maps_differing"] == 1
+
+
+def test_selection_rule_keeps_an_input_within_the_limit_and_never_one_over_it():
+    """The input as it is (the first row) must be beaten when it is within the authentic limit;
+    over the limit it is no option, so the best row within the limit wins, and a row over the
+    limit never does."""
+    import importlib
+
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        choose = importlib.import_module("selection_rule").choose
+    finally:
+        sys.path.pop(0)
+    rows = [
+        {"name": "a", "f1": 0.49, "authentic_fpr": 0.019},
+        {"name": "b", "f1": 0.50, "authentic_fpr": 0.021},
+    ]
+    within = [{"name": "input", "f1": 0.495, "authentic_fpr": 0.0199}, *rows]
+    assert choose(within, 0.02) is None
+    assert choose([{**within[0], "f1": 0.48}, *rows], 0.02)["name"] == "a"
+    over = [{"name": "input", "f1": 0.497, "authentic_fpr": 0.0204}, *rows]
+    assert choose(over, 0.02)["name"] == "a"
+    assert choose([over[0], rows[1]], 0.02) is None
