@@ -63,11 +63,15 @@ def main() -> None:
     ap.add_argument("dataset")
     ap.add_argument("--weights", action="append", required=True)
     ap.add_argument("--mode", choices=("resize", "native"), default="resize")
+    ap.add_argument(
+        "--no-copy-move", action="store_true", help="the network alone, also for weights with copy-move detectors"
+    )
     args = ap.parse_args()
     items = [s for s in load_dataset(args.dataset).items if s.mask_path is not None]
     out = {}
     for w in args.weights:
-        predictor = Predictor(load_model(w, device="cpu"), precision="fp32", mode=args.mode)
+        fuse = False if args.no_copy_move else None  # None: as the weights say
+        predictor = Predictor(load_model(w, device="cpu"), precision="fp32", mode=args.mode, copy_move=fuse)
         rows = []
         for s in items:
             mask = read_mask(s.mask_path).astype(bool)

@@ -706,3 +706,24 @@ def test_selection_rule_keeps_an_input_within_the_limit_and_never_one_over_it():
     over = [{"name": "input", "f1": 0.497, "authentic_fpr": 0.0204}, *rows]
     assert choose(over, 0.02)["name"] == "a"
     assert choose([over[0], rows[1]], 0.02) is None
+
+
+def test_upscaled_hosts_writes_the_validation_photos_at_the_factor(tmp_path, rng):
+    """v24's probe: the validation-split photos only, each upsampled by the factor (or only
+    re-saved at factor 1), so a set made from them is forged at that size."""
+    from PIL import Image
+
+    from imlscan.data.synth import host_split
+
+    hosts = tmp_path / "hosts"
+    hosts.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(hosts / f"p{i:02d}.png")
+    val = sorted(p.stem for p in hosts.iterdir() if host_split(p.name) == "val")
+    assert val
+    for factor, shape in (("2", (80, 60)), ("1", (40, 30))):
+        out = tmp_path / f"x{factor}"
+        cmd = [sys.executable, str(SCRIPTS / "upscaled_hosts.py"), str(hosts), factor, str(out)]
+        subprocess.run(cmd, check=True, capture_output=True)
+        assert sorted(p.stem for p in out.iterdir()) == val
+        assert all(Image.open(p).size == shape for p in out.iterdir())
