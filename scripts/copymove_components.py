@@ -69,8 +69,8 @@ def main() -> None:
     args = ap.parse_args()
     items = [s for s in load_dataset(args.dataset).items if s.mask_path is not None]
     out = {}
+    fuse = False if args.no_copy_move else None  # None: as the weights say
     for w in args.weights:
-        fuse = False if args.no_copy_move else None  # None: as the weights say
         predictor = Predictor(load_model(w, device="cpu"), precision="fp32", mode=args.mode, copy_move=fuse)
         rows = []
         for s in items:

@@ -694,8 +694,9 @@ class SynthGenerator:
             scale = (_log_uniform(rng, *cfg.forge_scale_range), _log_uniform(rng, *cfg.forge_scale_range))
         hi, host = self._load_host(self.host_index(i), rng, scale)
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
-        if scale:
+        if scale:  # the factors drawn, and the size forged at (the long side capped at max_side)
             params["forge_scale"] = [round(scale[0], 4), round(scale[1], 4)]
+            params["forge_size"] = [int(host.shape[1]), int(host.shape[0])]
         if cfg.host_resize > 0 and rng.random() < cfg.host_resize:
             h, w = host.shape[:2]
             host, params["host_resize"] = rescale_host(host, rng, cfg.host_resize_range)
