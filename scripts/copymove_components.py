@@ -58,6 +58,14 @@ def component_scores(prob: np.ndarray, mask: np.ndarray) -> dict | None:
     }
 
 
+def predictor_for(weights: str, mode: str, network_only: bool) -> Predictor:
+    """A CPU predictor of ``weights``; ``network_only`` switches off the copy-move detectors that
+    the file may carry (otherwise they run as the file says)."""
+    return Predictor(
+        load_model(weights, device="cpu"), precision="fp32", mode=mode, copy_move=False if network_only else None
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset")
@@ -69,9 +77,8 @@ def main() -> None:
     args = ap.parse_args()
     items = [s for s in load_dataset(args.dataset).items if s.mask_path is not None]
     out = {}
-    fuse = False if args.no_copy_move else None  # None: as the weights say
     for w in args.weights:
-        predictor = Predictor(load_model(w, device="cpu"), precision="fp32", mode=args.mode, copy_move=fuse)
+        predictor = predictor_for(w, args.mode, args.no_copy_move)
         rows = []
         for s in items:
             mask = read_mask(s.mask_path).astype(bool)

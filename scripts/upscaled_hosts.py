@@ -12,6 +12,7 @@ The control is the same with factor 1: the photos re-saved alike, so only the si
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
@@ -19,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from imlscan.data.synth import list_images, load_rgb, split_hosts
+from imlscan.errors import ImlscanError
 
 
 def main() -> None:
@@ -28,16 +30,29 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--split", default="val", choices=("train", "val", "all"))
     a = ap.parse_args()
+    if not a.factor > 0:
+        ap.error(f"factor must be positive, not {a.factor}")
     a.out.mkdir(parents=True, exist_ok=True)
-    n = 0
-    for p in split_hosts(list_images(a.hosts), a.split):
-        rgb = load_rgb(p)
+    n, skipped = 0, []
+    try:
+        photos = list_images(a.hosts)
+    except ImlscanError as e:
+        sys.exit(f"error: {e}")
+    for p in split_hosts(photos, a.split):
+        try:
+            rgb = load_rgb(p)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            skipped.append(p)
+            print(f"skipped {p}: not a readable image ({type(e).__name__})", file=sys.stderr)
+            continue
         h, w = rgb.shape[:2]
         if a.factor != 1:
             rgb = cv2.resize(rgb, (round(w * a.factor), round(h * a.factor)), interpolation=cv2.INTER_CUBIC)
         Image.fromarray(np.ascontiguousarray(rgb)).save(a.out / f"{p.stem}.jpg", quality=95)
         n += 1
-    print(f"wrote {n} photos to {a.out}")
+    print(f"wrote {n} photos to {a.out}" + (f"; skipped {len(skipped)} unreadable" if skipped else ""))
+    if n == 0:
+        sys.exit(f"error: no readable photo in the {a.split} split of {a.hosts}")
 
 
 if __name__ == "__main__":

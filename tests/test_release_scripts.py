@@ -154,6 +154,17 @@ def test_copymove_components_reads_the_two_halves_of_a_source_and_copy_mask():
     assert cm.halves(uneven) is None  # two regions of very different areas
 
 
+def test_copymove_components_no_copy_move_measures_the_network_alone(tiny_weights, tmp_path):
+    from imlscan.copymove import CopyMoveConfig, attach
+
+    cm = _script("copymove_components")
+    with_detectors = tmp_path / "cm.safetensors"
+    attach(tiny_weights, with_detectors, CopyMoveConfig(size=64, threshold=0.5))
+    assert cm.predictor_for(str(with_detectors), "resize", network_only=True).copy_move is None
+    assert cm.predictor_for(str(with_detectors), "resize", network_only=False).copy_move is not None
+    assert cm.predictor_for(str(tiny_weights), "native", network_only=False).copy_move is None
+
+
 def test_flip_tta_maps_each_view_back_onto_the_image():
     """A view's map must be flipped back: the h view of an image is the mirror of the plain map of
     its mirror, and the id view is exactly the plain predictor's map. The network is a lopsided
@@ -717,13 +728,20 @@ def test_upscaled_hosts_writes_the_validation_photos_at_the_factor(tmp_path, rng
 
     hosts = tmp_path / "hosts"
     hosts.mkdir()
-    for i in range(40):
+    for i in range(100):
         Image.fromarray(rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)).save(hosts / f"p{i:02d}.png")
     val = sorted(p.stem for p in hosts.iterdir() if host_split(p.name) == "val")
-    assert val
+    assert len(val) >= 2
     for factor, shape in (("2", (80, 60)), ("1", (40, 30))):
         out = tmp_path / f"x{factor}"
         cmd = [sys.executable, str(SCRIPTS / "upscaled_hosts.py"), str(hosts), factor, str(out)]
         subprocess.run(cmd, check=True, capture_output=True)
         assert sorted(p.stem for p in out.iterdir()) == val
         assert all(Image.open(p).size == shape for p in out.iterdir())
+    bad = hosts / f"{val[0]}.png"
+    bad.write_bytes(b"not a png")
+    cmd = [sys.executable, str(SCRIPTS / "upscaled_hosts.py"), str(hosts), "1", str(tmp_path / "y")]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert f"skipped {bad}" in run.stderr and "skipped 1 unreadable" in run.stdout
+    assert sorted(p.stem for p in (tmp_path / "y").iterdir()) == val[1:]
