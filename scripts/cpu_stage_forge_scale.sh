@@ -5,6 +5,7 @@
 # training photos instead of the travel subset's 467, batch 8 at half the GPU stage's learning rate
 # (7.5e-5, linear in the batch), 75 minutes. Run from the checkout root:
 #   INIT=runs/v24-net.safetensors bash scripts/cpu_stage_forge_scale.sh        (-> runs/v25-512/best.safetensors)
+# IMLSCAN names the command (default .venv/bin/imlscan, what `make install` builds).
 # Tiny try first: MIN=0.3 VS=4 VE=5 BS=2 SIZE=64 STEPS=20 OUTR=/tmp/v25try bash scripts/cpu_stage_forge_scale.sh
 # Prediction (written 2026-11-26, before the run): about 2,300 steps of 8 (18,000 samples, a quarter of
 # what the GPU stage gave the network) at a lower rate do not move it measurably. Network alone (calibrated
@@ -15,11 +16,11 @@
 # Release rule (unchanged): with the detectors, val-500 F1 above v24's 0.455, AUC at most 0.002 below 0.9029,
 # NoSo not lower on all eight numbers.
 set -u
-INIT=${INIT:-runs/v24-net.safetensors}
+INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
 F="&forge_scale=0.5"
 V="synth:../shared/data/hosts?regions=../shared/data/regions"
-.venv/bin/imlscan train --data "$S$F" --data "$S&area=0.005,0.06$F" --data-weight 0.5 --data-weight 0.5 \
+"$IMLSCAN" train --data "$S$F" --data "$S&area=0.005,0.06$F" --data-weight 0.5 --data-weight 0.5 \
   --val "$V" --init "$INIT" --model sparsevit-t --size "${SIZE:-512}" --batch-size "${BS:-8}" \
   --lr 7.5e-5 --warmup 50 --dice 0.5 --max-minutes "${MIN:-75}" --schedule-steps "${STEPS:-2300}" \
   --val-every "${VE:-400}" --val-samples "${VS:-200}" --select best-f1 --workers 1 --threads 2 \

@@ -32,13 +32,18 @@ def main() -> None:
     a = ap.parse_args()
     if not a.factor > 0:
         ap.error(f"factor must be positive, not {a.factor}")
-    a.out.mkdir(parents=True, exist_ok=True)
-    n, skipped = 0, []
     try:
-        photos = list_images(a.hosts)
+        photos = split_hosts(list_images(a.hosts), a.split)
     except ImlscanError as e:
         sys.exit(f"error: {e}")
-    for p in split_hosts(photos, a.split):
+    seen: dict[str, Path] = {}
+    for p in photos:  # outputs are named by stem: two photos of one name would overwrite each other
+        if p.stem in seen:
+            sys.exit(f"error: {seen[p.stem]} and {p} would both be written as {p.stem}.jpg; rename one")
+        seen[p.stem] = p
+    a.out.mkdir(parents=True, exist_ok=True)
+    n, skipped = 0, []
+    for p in photos:
         try:
             rgb = load_rgb(p)
         except (OSError, ValueError, Image.DecompressionBombError) as e:

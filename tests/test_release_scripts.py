@@ -745,3 +745,9 @@ def test_upscaled_hosts_writes_the_validation_photos_at_the_factor(tmp_path, rng
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert f"skipped {bad}" in run.stderr and "skipped 1 unreadable" in run.stdout
     assert sorted(p.stem for p in (tmp_path / "y").iterdir()) == val[1:]
+    (hosts / "sub").mkdir()
+    (hosts / "sub" / f"{val[1]}.png").write_bytes((hosts / f"{val[1]}.png").read_bytes())
+    cmd[-1] = str(tmp_path / "z")
+    run = subprocess.run(cmd, capture_output=True, text=True)  # two photos named val[1] in the split
+    assert run.returncode != 0 and "rename one" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "z").exists()
