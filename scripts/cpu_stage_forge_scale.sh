@@ -15,6 +15,19 @@
 # v24's network, and at least five of the eight NoSo network-alone numbers (paper and native) at or above it.
 # Release rule (unchanged): with the detectors, val-500 F1 above v24's 0.455, AUC at most 0.002 below 0.9029,
 # NoSo not lower on all eight numbers.
+#
+# Stage 12 (candidate v26), the same script from v25's network, 2026-11-27, again no GPU:
+#   INIT=runs/v25-net.safetensors SEED=26 NAME=imlscan-sparsevit-t-v26 OUTR=runs/v26-512 MIN=72 STEPS=2200 \
+#     bash scripts/cpu_stage_forge_scale.sh
+# Prediction (written before the run): another ~2,200 steps of 8 on the same recipe move the network by
+# about what stage 11 did (val-500 best F1 +0.009, AUC +0.005 network alone), i.e. within the intervals.
+# Network alone (calibrated afresh, paper protocol, --no-copy-move), against v25's network (val-500 F1
+# 0.406, best F1 0.565, AUC 0.8991; NoSo paper 0.080 / 0.201 / 0.7918 / 0.044): val-500 AUC within 0.006
+# and best F1 within 0.012; NoSo paper AUC within 0.02. Gate to the detector pipeline: val-500 AUC and
+# best F1 both at or above v25's network, and at least five of the eight NoSo network-alone numbers
+# (paper and native; native 0.110 / 0.225 / 0.830 / 0.066) at or above it.
+# Release rule (unchanged): with the detectors, val-500 F1 above v25's 0.458, AUC at most 0.002 below
+# 0.9077, NoSo not lower on all eight numbers.
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
@@ -24,4 +37,4 @@ V="synth:../shared/data/hosts?regions=../shared/data/regions"
   --val "$V" --init "$INIT" --model sparsevit-t --size "${SIZE:-512}" --batch-size "${BS:-8}" \
   --lr 7.5e-5 --warmup 50 --dice 0.5 --max-minutes "${MIN:-75}" --schedule-steps "${STEPS:-2300}" \
   --val-every "${VE:-400}" --val-samples "${VS:-200}" --select best-f1 --workers 1 --threads 2 \
-  --precision fp32 --export-dtype fp16 --seed 25 --name imlscan-sparsevit-t-v25 --out "${OUTR:-runs/v25-512}"
+  --precision fp32 --export-dtype fp16 --seed "${SEED:-25}" --name "${NAME:-imlscan-sparsevit-t-v25}" --out "${OUTR:-runs/v25-512}"
