@@ -28,6 +28,12 @@
 # (paper and native; native 0.110 / 0.225 / 0.830 / 0.066) at or above it.
 # Release rule (unchanged): with the detectors, val-500 F1 above v25's 0.458, AUC at most 0.002 below
 # 0.9077, NoSo not lower on all eight numbers.
+# Result: prediction held, gate failed (2 of 8 NoSo numbers); v26 not shipped (model card).
+# Then (written before it was computed): the uniform average of v25's and v26's networks,
+#   python scripts/average_weights.py runs/v25-net.safetensors runs/v26-net.safetensors --out runs/v2526.safetensors
+# calibrated afresh, the same gate. Prediction: every network-alone number between v25's and v26's or
+# within 0.003 of the nearer; so the gate fails again on NoSo (fewer than five of eight). Passing it would
+# make it a candidate for a later stop, not a release now (no time left for the detector pipeline).
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
