@@ -751,3 +751,56 @@ def test_upscaled_hosts_writes_the_validation_photos_at_the_factor(tmp_path, rng
     run = subprocess.run(cmd, capture_output=True, text=True)  # two photos named val[1] in the split
     assert run.returncode != 0 and "rename one" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "z").exists()
+
+
+def _per_image(folder: Path, rows: list[tuple[str, str, str, float, float]]) -> Path:
+    folder.mkdir()
+    lines = ["setting,index,image,label,pixel_f1,pixel_auc"]
+    lines += [f"{s},{i},{img},{label},{f1},{auc}" for i, (s, img, label, f1, auc) in enumerate(rows)]
+    (folder / "per_image.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_paired_difference_pairs_images_and_leaves_out_the_rest(tmp_path, capsys):
+    """B - A is taken image by image over one setting's manipulated images; authentic rows, other
+    settings and metrics undefined in either run stay out, and different image sets are refused."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from paired_difference import main, paired, read_rows
+    finally:
+        sys.path.pop(0)
+    rng = np.random.default_rng(3)
+    auc_a = rng.uniform(0.5, 0.9, 12)
+    f1_a = rng.uniform(0.0, 0.8, 12)
+    f1_noise = rng.normal(0.0, 0.05, 12)
+    f1_noise -= f1_noise.mean()
+    rows_a = [("clean", f"im{i}.png", "manipulated", f1_a[i], auc_a[i]) for i in range(12)]
+    rows_b = [("clean", f"im{i}.png", "manipulated", f1_a[i] + f1_noise[i], auc_a[i] + 0.05) for i in range(12)]
+    rows_a.append(("clean", "im12.png", "manipulated", 0.5, float("nan")))
+    rows_b.append(("clean", "im12.png", "manipulated", 0.5, 0.0))
+    rows_a += [("clean", "auth.png", "authentic", 0.0, 0.0), ("jpeg:70", "im0.png", "manipulated", 0.0, 0.0)]
+    rows_b += [("clean", "auth.png", "authentic", 1.0, 1.0), ("jpeg:70", "im0.png", "manipulated", 1.0, 1.0)]
+    a = read_rows(_per_image(tmp_path / "a", rows_a), "clean")
+    b = read_rows(_per_image(tmp_path / "b", rows_b), "clean")
+    assert len(a) == 13 and "auth.png" not in a
+
+    auc = paired(a, b, "pixel_auc", n_resamples=500)
+    assert auc["n"] == 12  # im12's AUC is undefined in A
+    assert auc["diff"] == pytest.approx(0.05)
+    assert auc["lo"] == pytest.approx(0.05) and auc["hi"] == pytest.approx(0.05)
+    assert auc["b_higher"] == 1.0
+    assert auc["a"] == pytest.approx(auc_a.mean())
+
+    f1 = paired(a, b, "pixel_f1", n_resamples=2000)
+    assert f1["n"] == 13 and f1["diff"] == pytest.approx(0.0, abs=1e-12)
+    assert f1["lo"] < 0.0 < f1["hi"]
+
+    fewer = read_rows(_per_image(tmp_path / "c", rows_b[:5]), "clean")
+    with pytest.raises(SystemExit, match="different images"):
+        paired(a, fewer, "pixel_auc")
+    with pytest.raises(SystemExit, match="no per_image.csv"):
+        read_rows(tmp_path / "missing", "clean")
+
+    main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "pixel_auc", "--resamples", "200"])
+    out = capsys.readouterr().out
+    assert "pixel_auc" in out and "B-A +0.0500 [+0.0500, +0.0500]" in out and "B higher on 100%" in out
