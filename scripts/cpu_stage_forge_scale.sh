@@ -34,6 +34,13 @@
 # calibrated afresh, the same gate. Prediction: every network-alone number between v25's and v26's or
 # within 0.003 of the nearer; so the gate fails again on NoSo (fewer than five of eight). Passing it would
 # make it a candidate for a later stop, not a release now (no time left for the detector pipeline).
+# Result: held; the gate failed (4 of 8). Paired intervals (scripts/paired_difference.py) then showed v26's
+# synthetic gain is more than noise and no NoSo interval excludes zero, so counting NoSo numbers decides on
+# noise. Written 2026-11-27 02:12 UTC, before any number of v26 with the detectors (seen: only the
+# network-alone numbers above): v26 with v25's detector procedure (runs/v26/det.sh) is a candidate for the
+# next stop under a paired rule: val-500 paper F1 above v25's 0.4580 and AUC at least 0.9057, and none of the
+# eight NoSo paired 95% intervals against the shipped v25 (F1, best F1, AUC, IoU; paper and native) wholly
+# below zero. Prediction: F1 0.462-0.470, AUC 0.908-0.912, NoSo paper AUC below v25's 0.8035.
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
