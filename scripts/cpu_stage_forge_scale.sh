@@ -41,6 +41,8 @@
 # next stop under a paired rule: val-500 paper F1 above v25's 0.4580 and AUC at least 0.9057, and none of the
 # eight NoSo paired 95% intervals against the shipped v25 (F1, best F1, AUC, IoU; paper and native) wholly
 # below zero. Prediction: F1 0.462-0.470, AUC 0.908-0.912, NoSo paper AUC below v25's 0.8035.
+# Result: the pipeline finished the same stop, so the rule was applied then: passed (F1 0.467, AUC 0.911, no NoSo
+# interval wholly below zero), the prediction held; v26 shipped (model card, "Judged on paired intervals").
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"

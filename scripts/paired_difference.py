@@ -26,8 +26,9 @@ from imlscan.metrics import mean_ci
 METRICS = ("pixel_f1", "pixel_f1_best", "pixel_auc", "pixel_iou")
 
 
-def read_rows(run: Path, setting: str) -> dict[str, dict[str, str]]:
-    """The manipulated images' rows of one setting of an eval run, keyed by image path."""
+def read_rows(run: Path, setting: str) -> dict[tuple[str, str], dict[str, str]]:
+    """The manipulated images' rows of one setting of an eval run, keyed by (index, image path):
+    a dataset that lists one image twice keeps both rows."""
     path = run / "per_image.csv" if run.is_dir() else run
     if not path.is_file():
         raise SystemExit(f"error: {path}: no per_image.csv (give an `imlscan eval --out` folder)")
@@ -35,7 +36,7 @@ def read_rows(run: Path, setting: str) -> dict[str, dict[str, str]]:
         rows = [r for r in csv.DictReader(f) if r.get("setting") == setting and r.get("label") == "manipulated"]
     if not rows:
         raise SystemExit(f"error: {path}: no manipulated images in setting {setting!r}")
-    return {r["image"]: r for r in rows}
+    return {(r["index"], r["image"]): r for r in rows}
 
 
 def _value(row: dict[str, str], metric: str) -> float:
@@ -44,8 +45,8 @@ def _value(row: dict[str, str], metric: str) -> float:
 
 
 def paired(
-    a: dict[str, dict[str, str]],
-    b: dict[str, dict[str, str]],
+    a: dict[tuple[str, str], dict[str, str]],
+    b: dict[tuple[str, str], dict[str, str]],
     metric: str,
     *,
     n_resamples: int = 10000,
@@ -55,8 +56,13 @@ def paired(
     where B is higher, over the images both runs scored (a metric undefined in either is left out)."""
     if a.keys() != b.keys():
         only = sorted(a.keys() ^ b.keys())
-        raise SystemExit(f"error: the runs scored different images ({len(only)} in one only, e.g. {only[0]})")
-    pairs = np.array([(_value(a[k], metric), _value(b[k], metric)) for k in sorted(a)], np.float64)
+        raise SystemExit(
+            f"error: the runs scored different images ({len(only)} in one only, e.g. {only[0][1]}, index {only[0][0]})"
+        )
+    # in image order, the order the model card's intervals were drawn in (the resamples depend on it)
+    pairs = np.array(
+        [(_value(a[k], metric), _value(b[k], metric)) for k in sorted(a, key=lambda k: (k[1], k[0]))], np.float64
+    )
     pairs = pairs[np.isfinite(pairs).all(axis=1)]
     d = pairs[:, 1] - pairs[:, 0]
     lo, hi = mean_ci(d, n_resamples=n_resamples, seed=seed)
