@@ -42,7 +42,20 @@
 # eight NoSo paired 95% intervals against the shipped v25 (F1, best F1, AUC, IoU; paper and native) wholly
 # below zero. Prediction: F1 0.462-0.470, AUC 0.908-0.912, NoSo paper AUC below v25's 0.8035.
 # Result: the pipeline finished the same stop, so the rule was applied then: passed (F1 0.467, AUC 0.911, no NoSo
-# interval wholly below zero), the prediction held; v26 shipped (model card, "Judged on paired intervals").
+# interval wholly below zero), the prediction held; v26 shipped (model card, "Judged on paired intervals").#
+# Stage 13 (candidate v27), the same script from v26's network, 2026-11-27 (written 03:14 UTC, before the
+# run; again no GPU):
+#   INIT=runs/v26-net.safetensors SEED=27 NAME=imlscan-sparsevit-t-v27 OUTR=runs/v27-512 MIN=72 STEPS=2200 \
+#     bash scripts/cpu_stage_forge_scale.sh
+# Prediction: about what stages 11 and 12 did. Network alone (calibrated afresh, paper, --no-copy-move)
+# against v26's network (val-500 F1 0.4145, best F1 0.5745, AUC 0.9021): best F1 +0.000 to +0.015, AUC
+# +0.000 to +0.006; NoSo paper AUC within 0.02 of 0.7842. Gate to the detector pipeline (runs/v27/det.sh,
+# v26's procedure): val-500 AUC and best F1 network alone both at or above v26's network (the NoSo count is
+# no longer a gate: the paired intervals showed it decides on noise). Release rule, the paired rule of v26:
+# with the detectors, val-500 paper F1 above v26's 0.4672, AUC at least 0.9089, authentic pixels at most 5%,
+# and none of the eight NoSo paired 95% intervals against the shipped v26 (F1, best F1, AUC, IoU; paper and
+# native; scripts/paired_difference.py) wholly below zero. Prediction with the detectors: F1 0.468-0.480,
+# AUC 0.910-0.916.
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
