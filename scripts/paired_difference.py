@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -27,8 +27,9 @@ METRICS = ("pixel_f1", "pixel_f1_best", "pixel_auc", "pixel_iou")
 
 
 def read_rows(run: Path, setting: str) -> dict[tuple[str, str], dict[str, str]]:
-    """The manipulated images' rows of one setting of an eval run, keyed by (index, image path):
-    a dataset that lists one image twice keeps both rows."""
+    """The manipulated images' rows of one setting of an eval run, keyed by (index, file name):
+    a dataset that lists one image twice keeps both rows, and two checkouts' runs of one dataset
+    pair although ``eval`` records absolute paths."""
     path = run / "per_image.csv" if run.is_dir() else run
     if not path.is_file():
         raise SystemExit(f"error: {path}: no per_image.csv (give an `imlscan eval --out` folder)")
@@ -36,7 +37,7 @@ def read_rows(run: Path, setting: str) -> dict[tuple[str, str], dict[str, str]]:
         rows = [r for r in csv.DictReader(f) if r.get("setting") == setting and r.get("label") == "manipulated"]
     if not rows:
         raise SystemExit(f"error: {path}: no manipulated images in setting {setting!r}")
-    return {(r["index"], r["image"]): r for r in rows}
+    return {(r["index"], PurePath(r["image"]).name): r for r in rows}
 
 
 def _value(row: dict[str, str], metric: str) -> float:
@@ -59,10 +60,9 @@ def paired(
         raise SystemExit(
             f"error: the runs scored different images ({len(only)} in one only, e.g. {only[0][1]}, index {only[0][0]})"
         )
-    # in image order, the order the model card's intervals were drawn in (the resamples depend on it)
-    pairs = np.array(
-        [(_value(a[k], metric), _value(b[k], metric)) for k in sorted(a, key=lambda k: (k[1], k[0]))], np.float64
-    )
+    # in A's image-path order, the order the model card's intervals were drawn in (the resamples depend on it)
+    order = sorted(a, key=lambda k: (a[k]["image"], k[0]))
+    pairs = np.array([(_value(a[k], metric), _value(b[k], metric)) for k in order], np.float64)
     pairs = pairs[np.isfinite(pairs).all(axis=1)]
     d = pairs[:, 1] - pairs[:, 0]
     lo, hi = mean_ci(d, n_resamples=n_resamples, seed=seed)

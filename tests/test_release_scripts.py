@@ -798,6 +798,9 @@ def test_paired_difference_pairs_images_and_leaves_out_the_rest(tmp_path, capsys
     fewer = read_rows(_per_image(tmp_path / "c", rows_b[:5]), "clean")
     with pytest.raises(SystemExit, match="different images"):
         paired(a, fewer, "pixel_auc")
+    elsewhere = [(setting, f"/other/checkout/{image}", *rest) for setting, image, *rest in rows_b]
+    moved = read_rows(_per_image(tmp_path / "e", elsewhere), "clean")
+    assert paired(a, moved, "pixel_auc", n_resamples=500) == auc  # another checkout's run of the same images
     twice = read_rows(_per_image(tmp_path / "d", [rows_a[0], rows_a[0]]), "clean")
     assert len(twice) == 2  # one image listed twice in a dataset is two rows, not one
     with pytest.raises(SystemExit, match="no per_image.csv"):
