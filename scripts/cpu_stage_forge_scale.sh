@@ -56,6 +56,8 @@
 # and none of the eight NoSo paired 95% intervals against the shipped v26 (F1, best F1, AUC, IoU; paper and
 # native; scripts/paired_difference.py) wholly below zero. Prediction with the detectors: F1 0.468-0.480,
 # AUC 0.910-0.916.
+# Result: the prediction failed on best F1 (0.5730 against 0.5745) and held on AUC (0.9030) and NoSo paper
+# AUC (0.7775); the gate failed, so no detectors were attached and v26 stays (model card, "Stage 13").
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
