@@ -19,7 +19,7 @@ import json
 import os
 import re
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -472,7 +472,8 @@ def _write_aggregates(
                 "link": (folder / link).as_posix() if link else None,
             }
         )
-    warnings = sorted({w for r in ok for w in r.get("warnings", [])})
+    counts = Counter(w for r in ok for w in set(r.get("warnings", [])))
+    warnings = [w if n == len(ok) else f"{n} of {len(ok)} photos: {w}" for w, n in sorted(counts.items())]
     if not ok and predictor.weights_info is not None and not predictor.weights_info.trained:
         from imlscan.predict import UNTRAINED_WARNING
 

@@ -40,6 +40,12 @@ UNTRAINED_WARNING = (
     "Use trained weights (--weights) before drawing any conclusion."
 )
 
+SMALL_IMAGE_SIDE = 192
+SMALL_IMAGE_WARNING = (
+    f"Small image: under {SMALL_IMAGE_SIDE} px on its shorter side little of an edit's trace survives, and the "
+    "detector was measured weaker at this size (README, 'Small photos'); a low score means little."
+)
+
 
 class Predictor:
     """Runs a loaded model on images given as ``H x W x 3`` uint8 RGB arrays.
@@ -440,6 +446,8 @@ def build_result(
     prep = predictor.describe(prob.shape)
     if prep["override_note"]:
         warnings.append(prep["override_note"])
+    if min(prob.shape[:2]) < SMALL_IMAGE_SIDE:
+        warnings.append(SMALL_IMAGE_WARNING)
     # The reference was scored with the weights' own protocol; another mode or size has no reference.
     calibration = (info.metadata or {}).get("calibration") if info is not None and not prep["override_note"] else None
     rank = authentic_rank(score, calibration, predictor.precision)

@@ -128,6 +128,24 @@ def test_batch_outputs_and_failures(tree, tmp_path, predictor):
     assert "sub/broken.jpg" in page
 
 
+def test_contact_sheet_says_how_many_photos_a_warning_concerns(tmp_path, predictor, rng):
+    """A per-photo caveat (a small image) is counted on the contact sheet, not stated of them all."""
+    from imlscan.predict import SMALL_IMAGE_SIDE, SMALL_IMAGE_WARNING
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for name, side in (("small.png", 24), ("large.png", SMALL_IMAGE_SIDE)):
+        Image.fromarray(rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8)).save(root / name)
+    out = tmp_path / "out"
+    run_batch(root, predictor, options(out))
+    records = {r["relpath"]: r for r in read_jsonl(out / "results.jsonl")}
+    assert SMALL_IMAGE_WARNING in records["small.png"]["warnings"]
+    assert SMALL_IMAGE_WARNING not in records["large.png"]["warnings"]
+    page = (out / "index.html").read_text()
+    assert "1 of 2 photos: Small image" in page
+    assert '<div class="warn">Preprocessing overridden' in page  # size 64: true of every photo, so not counted
+
+
 def test_resume_skips_then_overwrite_redoes(tree, tmp_path, predictor):
     out = tmp_path / "out"
     first = run_batch(tree, predictor, options(out, globs=["*.png", "*.jpg"]))

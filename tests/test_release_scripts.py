@@ -269,6 +269,36 @@ def test_breakdown_by_kind_groups_by_what_the_generator_did(tmp_path):
     assert got["copymove, scaled or rotated"]["pixel_auc"] == pytest.approx(0.9)
 
 
+def test_breakdown_by_size_bands_by_the_shorter_side(tmp_path):
+    """README's small-photo table: the band is the shorter side's, edges inclusive from below,
+    authentic rows give the flagged share, perturbed rows and undefined metrics stay out."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from breakdown_by_size import breakdown
+    finally:
+        sys.path.pop(0)
+    rows = [
+        ("clean", 300, 191, "manipulated", 0.2, 0.8, 0.0),
+        ("clean", 191, 300, "manipulated", 0.4, "nan", 0.0),
+        ("clean", 400, 192, "manipulated", 0.9, 0.9, 0.0),
+        ("clean", 100, 100, "authentic", 0.0, "nan", 0.03),
+        ("jpeg:70", 100, 100, "manipulated", 0.0, 0.0, 0.0),
+    ]
+    lines = ["setting,width,height,label,pixel_f1,pixel_f1_best,pixel_auc,pixel_fpr"]
+    lines += [f"{s},{w},{h},{label},{f1},{f1},{auc},{fpr}" for s, w, h, label, f1, auc, fpr in rows]
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "per_image.csv").write_text("\n".join(lines) + "\n")
+    got = breakdown(tmp_path / "ev", [192, 256])
+    assert list(got) == ["0-191 px", "192-255 px", "256+ px"]
+    small = got["0-191 px"]
+    assert small["n_manipulated"] == 2 and small["pixel_f1"] == pytest.approx(0.3)
+    assert small["pixel_auc"] == pytest.approx(0.8)  # the undefined AUC is left out, not counted as 0
+    assert small["n_authentic"] == 1 and small["authentic_pixels_flagged"] == pytest.approx(0.03)
+    assert got["192-255 px"]["n_manipulated"] == 1 and got["256+ px"]["n_manipulated"] == 0
+    with pytest.raises(SystemExit, match="increasing"):
+        breakdown(tmp_path / "ev", [256, 192])
+
+
 def test_dup_cue_probe_switches_the_cue_off_and_finds_the_copy(tmp_path):
     """The probe's 'cue off' column must be the model without its cue (equal to 'with' while the
     cue's last layer is zero, different once it is not), and its ZNCC column must find a copy."""

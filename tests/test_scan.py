@@ -17,6 +17,8 @@ from imlscan.errors import UsageError
 from imlscan.predict import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
+    SMALL_IMAGE_SIDE,
+    SMALL_IMAGE_WARNING,
     TILE_ALIGN,
     UNTRAINED_WARNING,
     Predictor,
@@ -150,7 +152,7 @@ def test_scan_path_provenance(tiny, tiny_weights, tmp_path, photo):
     assert 0.0 <= r.score <= 1.0
     assert r.input["sha256"] == hashlib.sha256(p.read_bytes()).hexdigest()
     assert r.model["sha256"] == hashlib.sha256(tiny_weights.read_bytes()).hexdigest()
-    assert r.model["trained"] is True and r.trained and r.warnings == []
+    assert r.model["trained"] is True and r.trained and r.warnings == [SMALL_IMAGE_WARNING]  # 72 px tall
     assert r.preprocessing["mode"] == "resize" and r.preprocessing["size"] == 512
     assert r.preprocessing["override_note"] is None
     assert r.versions["torch"] == torch.__version__ and r.versions["imlscan"] == imlscan.__version__
@@ -184,6 +186,18 @@ def test_scan_native_records_override(tiny, photo):
     assert r.prob.shape == photo.shape[:2]
     assert r.preprocessing["mode"] == "native" and r.preprocessing["size"] is None
     assert r.preprocessing["override_note"] and r.preprocessing["override_note"] in r.warnings
+
+
+def test_small_image_warning_starts_below_the_measured_side(tiny, rng):
+    """The caveat depends on the shorter side alone, in either orientation, at the documented edge."""
+    for shape, small in (
+        ((SMALL_IMAGE_SIDE - 1, 300), True),
+        ((300, SMALL_IMAGE_SIDE - 1), True),
+        ((SMALL_IMAGE_SIDE, 300), False),
+    ):
+        r = scan(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), tiny)
+        assert (SMALL_IMAGE_WARNING in r.warnings) is small, shape
+    assert str(SMALL_IMAGE_SIDE) in SMALL_IMAGE_WARNING
 
 
 def test_threshold_is_strict(tiny, photo):
@@ -263,6 +277,8 @@ def test_cli_scan_writes_everything(tmp_path, tiny_weights, photo):
         assert (out / name).is_file()
     assert json.loads((out / "photo.json").read_text()) == report
     assert "score" in res.stderr and "flagged" in res.stderr  # the table goes to stderr, JSON alone on stdout
+    assert report["warnings"] == [SMALL_IMAGE_WARNING]  # 100x72
+    assert f"note: {img}: Small image" in " ".join(res.stderr.split())
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 

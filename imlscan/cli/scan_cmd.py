@@ -206,10 +206,21 @@ def scan(
             raise ImlscanError(f"cannot write to {out}: {e.strerror or e}") from None
         reports.append(report)
     _print_table(reports, out)
+    _note_small(reports)
     if json_out:
         stdout_json(reports[0] if len(reports) == 1 else reports)
     if failed:
         raise typer.Exit(1)
+
+
+def _note_small(reports: list[dict[str, Any]]) -> None:
+    """The small-image caveat under the table, naming the photos (a count past three)."""
+    from imlscan.predict import SMALL_IMAGE_WARNING
+
+    small = [r["input"]["path"] or "(array)" for r in reports if SMALL_IMAGE_WARNING in r.get("warnings", ())]
+    if small:
+        which = ", ".join(small) if len(small) <= 3 else f"{len(small)} of {len(reports)} photos"
+        err_console.print(f"[yellow]note: {which}: {SMALL_IMAGE_WARNING}[/]", soft_wrap=True)
 
 
 def _percent_lower(report: dict[str, Any]) -> str:
