@@ -85,6 +85,7 @@ class BatchSummary:
     processed: int = 0
     skipped: int = 0
     failed: int = 0
+    small: int = 0
     interrupted: bool = False
     results_path: Path | None = None
     summary_path: Path | None = None
@@ -472,11 +473,12 @@ def _write_aggregates(
                 "link": (folder / link).as_posix() if link else None,
             }
         )
+    from imlscan.predict import SMALL_IMAGE_WARNING, UNTRAINED_WARNING
+
     counts = Counter(w for r in ok for w in set(r.get("warnings", [])))
+    summary.small = counts[SMALL_IMAGE_WARNING]
     warnings = [w if n == len(ok) else f"{n} of {len(ok)} photos: {w}" for w, n in sorted(counts.items())]
     if not ok and predictor.weights_info is not None and not predictor.weights_info.trained:
-        from imlscan.predict import UNTRAINED_WARNING
-
         warnings = [UNTRAINED_WARNING]
     shard = f" (shard {options.shard[0]}/{options.shard[1]})" if options.shard else ""
     title = f"imlscan batch{shard}: top {len(entries)} of {len(ok)} by score"

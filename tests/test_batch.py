@@ -137,7 +137,7 @@ def test_contact_sheet_says_how_many_photos_a_warning_concerns(tmp_path, predict
     for name, side in (("small.png", 24), ("large.png", SMALL_IMAGE_SIDE)):
         Image.fromarray(rng.integers(0, 256, (side, side + 8, 3), dtype=np.uint8)).save(root / name)
     out = tmp_path / "out"
-    run_batch(root, predictor, options(out))
+    assert run_batch(root, predictor, options(out)).small == 1
     records = {r["relpath"]: r for r in read_jsonl(out / "results.jsonl")}
     assert SMALL_IMAGE_WARNING in records["small.png"]["warnings"]
     assert SMALL_IMAGE_WARNING not in records["large.png"]["warnings"]
@@ -240,6 +240,7 @@ def test_cli_exit_codes(tree, tmp_path, tiny_weights):
     res = runner.invoke(app, ["batch", str(tree), "--out", str(tmp_path / "o1"), "--glob", "*.png", *base])
     assert res.exit_code == 0, res.output
     assert "2 scanned" in res.stderr
+    assert "note: 2 photo(s) under 192 px" in " ".join(res.stderr.split())  # both are tiny
     res = runner.invoke(app, ["batch", str(tree), "--out", str(tmp_path / "o2"), *base])
     assert res.exit_code == 1
     assert "broken.jpg" in res.stderr and "Traceback" not in res.output

@@ -337,6 +337,14 @@ def batch(
         soft_wrap=True,
         markup=False,
     )
+    if summary.small:
+        from imlscan.predict import SMALL_IMAGE_SIDE
+
+        err_console.print(
+            f"[yellow]note: {summary.small} photo(s) under {SMALL_IMAGE_SIDE} px on the shorter side: a low score "
+            "means little there (their reports say so; README, 'Small photos')[/]",
+            soft_wrap=True,
+        )
     if summary.selected == 0:
         err_console.print("note: this shard holds no image", soft_wrap=True)
     raise typer.Exit(summary.exit_code)
