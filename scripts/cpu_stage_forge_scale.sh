@@ -71,6 +71,9 @@
 # Then its best, calibrated afresh, network alone on the 500 synthetic images against v26's network
 # (paired): prediction best F1 -0.003 to +0.008, AUC -0.001 to +0.004, i.e. within noise. Measured
 # only: no time is left in this stop for the detector pipeline, so it cannot ship from this stop.
+# Result: the prediction failed (best F1 0.535 / 0.537 / 0.533 at steps 400 / 800 / 1,200 against stage 13's
+# 0.530 / 0.539 / 0.535; best 0.538 at its stop, step 1,557, below step 0); network alone against v26's,
+# best F1 -0.0037 [-0.0077, +0.0003] (just outside the predicted range), AUC -0.0001 (held). Not shipped.
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
