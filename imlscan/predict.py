@@ -43,7 +43,7 @@ UNTRAINED_WARNING = (
 SMALL_IMAGE_SIDE = 192
 SMALL_IMAGE_WARNING = (
     f"Small image: under {SMALL_IMAGE_SIDE} px on its shorter side little of an edit's trace survives, and the "
-    "detector was measured weaker at this size (README, 'Small photos'); a low score means little."
+    "default weights were measured weaker at this size (README, 'Small photos'); a low score means little."
 )
 
 
