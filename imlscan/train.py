@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from imlscan.data.synth import SynthConfig, SynthGenerator, host_split, parse_area, parse_fractions
 from imlscan.data.transforms import AugmentConfig, PostConfig, augment_real, resize_mask
 from imlscan.device import autocast, cpu_has_native_bf16, device_name, resolve_device, resolve_precision
+from imlscan.ema import WeightAverage
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_path, atomic_write_text
 from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD
@@ -107,6 +108,7 @@ class TrainConfig:
     export_dtype: str = "fp32"
     name: str | None = None
     freeze_stages: int = 0
+    ema: float = 0.0  # decay of the weight average that is validated and exported; 0 = none
 
     def check(self) -> None:
         if not self.data:
@@ -137,6 +139,8 @@ class TrainConfig:
             raise UsageError("need 0 <= --min-lr <= --lr and --lr > 0")
         if self.dice < 0:
             raise UsageError("--dice must be >= 0")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema must be 0 (off) or a decay below 1 such as 0.998, got {self.ema}")
         if not 0 <= self.freeze_stages <= 4:
             raise UsageError(f"--freeze-stages must be 0 to 4 (encoder stages), got {self.freeze_stages}")
 
@@ -544,6 +548,7 @@ class Trainer:
         self.log_lines: list[str] = []
         self.val_loader = None
         self.state = RunState()
+        self.ema: WeightAverage | None = None
 
     # -- setup
 
@@ -658,6 +663,7 @@ class Trainer:
             "format": 1,
             "state": asdict(self.state),
             "model": self.raw_model.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
             "optimizer": self.opt.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": all_rng,
@@ -677,6 +683,10 @@ class Trainer:
         except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user problem
             raise ImlscanError(f"{path}: cannot read the checkpoint ({type(e).__name__})") from None
         self.raw_model.load_state_dict(ckpt["model"])
+        if self.ema is not None:
+            if ckpt.get("ema") is None:
+                raise ImlscanError(f"{path}: the run has --ema but its checkpoint holds no weight average")
+            self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
@@ -707,7 +717,7 @@ class Trainer:
         cfg = self.cfg
         name = cfg.name or f"{self.variant}-{self.out.name}"
         sha = save_weights(
-            self.raw_model,
+            self.ema.model if self.ema is not None else self.raw_model,
             path,
             name=name,
             variant=self.variant,
@@ -734,10 +744,11 @@ class Trainer:
         return sha
 
     @torch.inference_mode()
-    def validate(self) -> dict:
+    def validate(self, model: torch.nn.Module | None = None) -> dict:
+        """Metrics of ``model`` (default: the trained weights) on the fixed validation set."""
         from imlscan.metrics import MetricAccumulator
 
-        model = self.raw_model
+        model = model or self.raw_model
         was_training = model.training
         model.eval()
         acc = MetricAccumulator(bins=1000)
@@ -823,13 +834,24 @@ class Trainer:
     def _run_validation(self) -> None:
         st = self.state
         if self.dist.main and self.val_set is not None:
+            t0 = time.monotonic()
             metrics = self.validate()
+            if self.ema is not None:
+                trained = metrics
+                metrics = self.validate(self.ema.model)
+                self.val_seconds = time.monotonic() - t0
+                self.log(
+                    f"val step {st.step}, trained weights: F1 {_fmt(trained['pixel_f1'])}  best-threshold F1 "
+                    f"{_fmt(trained.get('pixel_f1_best', math.nan))}  AUC {_fmt(trained['pixel_auc'])}"
+                )
+                metrics = {**metrics, **{f"trained_{k}": v for k, v in trained.items() if not k.startswith("n_")}}
             score = selection_score(metrics, self.cfg.select)
             # the untrained baseline (step 0 of a fresh run) is logged but never "best"
             improved = st.step > 0 and (st.best_step is None or score > st.best_score)
             self._record({"type": "val", "step": st.step, **metrics, "val_s": round(self.val_seconds, 2)})
             self.log(
-                f"val step {st.step}: F1 {_fmt(metrics['pixel_f1'])}  best-threshold F1 "
+                f"val step {st.step}{', average' if self.ema is not None else ''}: F1 {_fmt(metrics['pixel_f1'])}  "
+                f"best-threshold F1 "
                 f"{_fmt(metrics.get('pixel_f1_best', math.nan))}  AUC {_fmt(metrics['pixel_auc'])}  "
                 f"IoU {_fmt(metrics['pixel_iou'])}  authentic FPR {_fmt(metrics['authentic_fpr'])}"
                 f"  ({self.val_seconds:.1f}s){'  * best' if improved else ''}"
@@ -856,6 +878,7 @@ class Trainer:
         self.raw_model = self._build_model()
         self.raw_model.train()
         self.model = self.raw_model
+        self.ema = WeightAverage(self.raw_model, cfg.ema) if cfg.ema else None
         if self.dist.on:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -946,6 +969,8 @@ class Trainer:
                 gnorm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), cfg.clip_grad)
                 loss_v = float(loss.detach())
                 applied = apply_update(self.opt, gnorm, self.scaler)
+                if applied and self.ema is not None:
+                    self.ema.update(self.raw_model)
                 st.step += 1
                 window["n"] += 1
                 if applied and math.isfinite(loss_v):

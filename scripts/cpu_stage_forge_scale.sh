@@ -74,6 +74,22 @@
 # Result: the prediction failed (best F1 0.535 / 0.537 / 0.533 at steps 400 / 800 / 1,200 against stage 13's
 # 0.530 / 0.539 / 0.535; best 0.538 at its stop, step 1,557, below step 0); network alone against v26's,
 # best F1 -0.0037 [-0.0077, +0.0003] (just outside the predicted range), AUC -0.0001 (held). Not shipped.
+#
+# Stage 14 (written 2026-11-27 05:52 UTC, before the run; no GPU again): is the plateau SGD noise that an
+# average of the weights removes? `imlscan train --ema 0.998` (new) keeps an exponential moving average of
+# the weights (horizon about 500 steps) and validates, selects and exports it; the trained weights are
+# validated beside it at every validation (the `trained_` columns): a control arm on the same data stream,
+# start and schedule. From v26's network, a new seed, 80 minutes:
+#   INIT=runs/v26-net.safetensors SEED=28 EMA=0.998 NAME=imlscan-sparsevit-t-v28 OUTR=runs/v28-512 MIN=80 \
+#     STEPS=2400 bash scripts/cpu_stage_forge_scale.sh
+# Prediction, on the run's 200 validation forgeries: the average's best-threshold F1 at or above the trained
+# weights' at every validation from step 800 on, by +0.003 to +0.015, and its best checkpoint at or above
+# step 0's (v26's network: 0.5475). Then the average's best, calibrated afresh, network alone on the 500
+# synthetic images against v26's network (paired): best F1 +0.000 to +0.012, AUC +0.000 to +0.004; NoSo
+# paper AUC within 0.02 of 0.7842. Gate to the detector pipeline: val-500 AUC and best F1 of the network
+# alone both at or above v26's network's (0.9021, 0.5745). Release rule, v26's paired rule: with the
+# detectors, val-500 paper F1 above v26's 0.4672, AUC at least 0.9089, authentic pixels at most 5%, and none
+# of the eight NoSo paired 95% intervals against v26 wholly below zero.
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
@@ -83,4 +99,4 @@ V="synth:../shared/data/hosts?regions=../shared/data/regions"
   --val "$V" --init "$INIT" --model sparsevit-t --size "${SIZE:-512}" --batch-size "${BS:-8}" \
   --lr "${LR:-7.5e-5}" --warmup 50 --dice 0.5 --max-minutes "${MIN:-75}" --schedule-steps "${STEPS:-2300}" \
   --val-every "${VE:-400}" --val-samples "${VS:-200}" --select best-f1 --workers 1 --threads 2 \
-  --precision fp32 --export-dtype fp16 --seed "${SEED:-25}" --name "${NAME:-imlscan-sparsevit-t-v25}" --out "${OUTR:-runs/v25-512}"
+  --precision fp32 --export-dtype fp16 --ema "${EMA:-0}" --seed "${SEED:-25}" --name "${NAME:-imlscan-sparsevit-t-v25}" --out "${OUTR:-runs/v25-512}"

@@ -118,6 +118,67 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, hosts):
         assert torch.equal(a["optimizer"]["state"][k]["exp_avg"], b["optimizer"]["state"][k]["exp_avg"])
 
 
+def test_weight_average_moves_a_fixed_fraction_and_copies_counters(tiny_model):
+    from imlscan.ema import WeightAverage
+
+    avg = WeightAverage(tiny_model, 0.75)
+    before = {k: v.clone() for k, v in avg.state_dict().items()}
+    with torch.no_grad():
+        for p in tiny_model.parameters():
+            p.add_(1.0)
+        for b in tiny_model.buffers():
+            if b.is_floating_point():
+                b.mul_(3.0)
+            else:
+                b.add_(7)
+    avg.update(tiny_model)
+    new = tiny_model.state_dict()
+    n_int = 0
+    for k, v in avg.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, 0.75 * before[k] + 0.25 * new[k])
+        else:
+            n_int += 1
+            assert torch.equal(v, new[k]), k
+    assert n_int > 0  # BatchNorm's num_batches_tracked: copied, not averaged
+    assert not any(p.requires_grad for p in avg.model.parameters()) and not avg.model.training
+    with pytest.raises(ValueError):
+        WeightAverage(tiny_model, 1.0)
+
+
+def test_ema_run_exports_the_average_and_resumes_it_exactly(tmp_path, hosts):
+    data = [f"synth:{hosts}?negatives=0.3"]
+    common = dict(schedule_steps=6, warmup=1, ema=0.5, val_every=3, val_samples=2)
+    train(_cfg(tmp_path, "full", data, max_steps=6, **common))
+    train(_cfg(tmp_path, "split", data, max_steps=3, **common))
+    train(load_run_config(tmp_path / "split", {"max_steps": 6}), resume=True)
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
+    assert a["state"]["step"] == b["state"]["step"] == 6
+    for k, v in a["ema"].items():
+        assert torch.equal(v, b["ema"][k]), k
+    # the average lags the trained weights: it is a different model
+    assert any(not torch.equal(a["ema"][k], a["model"][k]) for k in a["model"] if a["model"][k].is_floating_point())
+    vals = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in vals if r["type"] == "val"]
+    assert [r["step"] for r in vals] == [0, 3, 6]
+    assert all("trained_pixel_auc" in r and "pixel_auc" in r for r in vals)
+    # step 0: the average is the starting model, so both validations agree
+    assert vals[0]["pixel_auc"] == vals[0]["trained_pixel_auc"]
+
+
+def test_ema_without_validation_exports_the_average(tmp_path, one_pair):
+    cfg = _cfg(tmp_path, "e", [str(one_pair)], max_steps=4, val=["none"], warmup=1, ema=0.9)
+    train(cfg)
+    ck = torch.load(tmp_path / "e" / "last.pt", weights_only=True)
+    best = load_file(str(tmp_path / "e" / "best.safetensors"))
+    for k, v in best.items():
+        assert torch.equal(v, ck["ema"][k]), k
+    assert any(not torch.equal(best[k], ck["model"][k]) for k in best if best[k].is_floating_point())
+    with pytest.raises(UsageError, match="--ema"):
+        _cfg(tmp_path, "bad", [str(one_pair)], max_steps=1, ema=1.0).check()
+
+
 def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
     from imlscan.device import device_name
     from imlscan.predict import Predictor

@@ -99,6 +99,13 @@ def train(
         "BatchNorm statistics stay as --init left them. Default: 0.",
         show_default=False,
     ),
+    ema: float = typer.Option(
+        None,
+        "--ema",
+        help="Validate, select and export an exponential moving average of the weights with this decay "
+        "(0.998 averages about the last 500 steps) instead of the last step's weights. Default: 0 (off).",
+        show_default=False,
+    ),
     precision: str = typer.Option(
         None,
         "--precision",
@@ -167,6 +174,7 @@ def train(
         "max_minutes": max_minutes,
         "schedule_steps": schedule_steps,
         "freeze_stages": freeze_stages,
+        "ema": ema,
         "precision": precision,
         "device": device,
         "dice": dice,
