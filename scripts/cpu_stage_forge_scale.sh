@@ -90,6 +90,11 @@
 # alone both at or above v26's network's (0.9021, 0.5745). Release rule, v26's paired rule: with the
 # detectors, val-500 paper F1 above v26's 0.4672, AUC at least 0.9089, authentic pixels at most 5%, and none
 # of the eight NoSo paired 95% intervals against v26 wholly below zero.
+# Added at 05:54 UTC, while the run was at step ~70 (no validation after step 0 seen): the control arm on
+# the 500 images too. The trained weights at the run's last step (scripts/export_trained_weights.py, new)
+# and the average at that step (--average), each calibrated afresh and evaluated network alone, paired
+# against each other. Prediction: the average above the trained weights in best F1 (+0.003 to +0.015) and
+# AUC (+0.000 to +0.004).
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"

@@ -839,3 +839,28 @@ def test_paired_difference_pairs_images_and_leaves_out_the_rest(tmp_path, capsys
     main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "pixel_auc", "--resamples", "200"])
     out = capsys.readouterr().out
     assert "pixel_auc" in out and "B-A +0.0500 [+0.0500, +0.0500]" in out and "B higher on 100%" in out
+
+
+def test_export_trained_weights_writes_either_arm_of_an_ema_run(tmp_path, tiny_model):
+    import torch
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_weights(tiny_model, run / "best.safetensors", name="t-test", variant="sparsevit-test", dtype=torch.float16)
+    avg = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    trained = {k: (v + 0.25 if v.is_floating_point() else v + 3) for k, v in avg.items()}
+    torch.save({"model": trained, "ema": avg, "state": {"step": 7}}, run / "last.pt")
+    script = [sys.executable, str(SCRIPTS / "export_trained_weights.py"), str(run)]
+    subprocess.run([*script, str(tmp_path / "tr.safetensors")], check=True, capture_output=True)
+    subprocess.run([*script, str(tmp_path / "av.safetensors"), "--average"], check=True, capture_output=True)
+    tr, av = load_file(str(tmp_path / "tr.safetensors")), load_file(str(tmp_path / "av.safetensors"))
+    for k, v in trained.items():
+        want = v.half() if v.is_floating_point() else v
+        assert torch.equal(tr[k], want), k  # stored in the run's own dtype
+        assert torch.equal(av[k], avg[k].half() if avg[k].is_floating_point() else avg[k]), k
+    meta = read_metadata(tmp_path / "tr.safetensors")
+    assert meta["name"] == "t-test-trained-7" and meta["provenance"]["steps"] == 7
+    assert read_metadata(tmp_path / "av.safetensors")["name"] == "t-test-average-7"
+    torch.save({"model": trained, "ema": None, "state": {"step": 7}}, run / "last.pt")
+    r = subprocess.run([*script, str(tmp_path / "x.safetensors"), "--average"], capture_output=True, text=True)
+    assert r.returncode != 0 and "--ema" in r.stderr and not (tmp_path / "x.safetensors").exists()
