@@ -1115,10 +1115,11 @@ class Trainer:
                 line_plot(series, self.out / "loss.png", title="training loss", xlabel="step", ylabel="loss")
             if len(val_rows) >= 2:
                 xs = [r["step"] for r in val_rows]
-                series = {
-                    k: (xs, [r[k] if isinstance(r[k], float) else float("nan") for r in val_rows])
-                    for k in ("pixel_f1", "pixel_auc", "pixel_iou")
-                }
+                series = {k: (xs, [_num(r[k]) for r in val_rows]) for k in ("pixel_f1", "pixel_auc", "pixel_iou")}
+                if self.ema is not None:  # the average's curves, and the trained weights' beside them
+                    series = {f"average {k}": v for k, v in series.items()}
+                    for k in ("pixel_f1", "pixel_auc"):
+                        series[f"trained {k}"] = (xs, [_num(r.get(f"trained_{k}")) for r in val_rows])
                 line_plot(series, self.out / "val.png", title="validation", xlabel="step", ylabel="score", ylim=(0, 1))
         except Exception as e:  # noqa: BLE001 - a failed plot must not lose a finished run
             self.log(f"warning: could not draw the plots ({type(e).__name__}: {e})")
@@ -1284,6 +1285,10 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(path, buf.getvalue())
+
+
+def _num(v) -> float:
+    return v if isinstance(v, float) else float("nan")
 
 
 def _fmt(v) -> str:

@@ -165,6 +165,9 @@ def test_ema_run_exports_the_average_and_resumes_it_exactly(tmp_path, hosts):
     assert all("trained_pixel_auc" in r and "pixel_auc" in r for r in vals)
     # step 0: the average is the starting model, so both validations agree
     assert vals[0]["pixel_auc"] == vals[0]["trained_pixel_auc"]
+    log = (tmp_path / "full" / "train.log").read_text()
+    assert "val step 3, trained weights:" in log and "could not draw" not in log
+    assert (tmp_path / "full" / "val.png").stat().st_size > 1000
 
 
 def test_ema_without_validation_exports_the_average(tmp_path, one_pair):
