@@ -18,7 +18,7 @@ declare -A titles=(
   [scan.md]="scan and batch (#5)"
   [eval.md]="eval (#6)"
   [train.md]="train and synth (#7)"
-  [default-weights.md]="Default weights v1 to v26, candidates to v27 (#8)"
+  [default-weights.md]="Default weights v1 to v26, candidates to v28 (#8)"
   [performance.md]="Speed (#9)"
 )
 order=(00-foundation.md weights.md scan.md eval.md train.md default-weights.md performance.md)

@@ -95,6 +95,11 @@
 # and the average at that step (--average), each calibrated afresh and evaluated network alone, paired
 # against each other. Prediction: the average above the trained weights in best F1 (+0.003 to +0.015) and
 # AUC (+0.000 to +0.004).
+# Result: the prediction failed. The average led the trained weights only while it was mostly v26's network
+# (step 400: best F1 0.5483 against 0.5404), was below them at 1,200 and 2,304, and at the last step on the
+# 500 images it equals them (best F1 -0.000 [-0.001, +0.001], AUC -0.0003 [-0.0008, +0.0003]). The best
+# checkpoint (the average at step 400) passed the gate (0.5747 / 0.9028 against 0.5745 / 0.9021), then failed
+# the release rule with the detectors: F1 0.4670, not above 0.4672 (AUC 0.9114). Not shipped (model card).
 set -u
 INIT=${INIT:-runs/v24-net.safetensors}; IMLSCAN=${IMLSCAN:-.venv/bin/imlscan}
 S="synth:../shared/data/hosts?regions=../shared/data/regions&kinds=0.3,0.5,0.2&translate=0.6"
