@@ -523,9 +523,10 @@ finally:
 
 def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     """The DistributedDataParallel path (gloo on the CPU): both ranks step in lockstep, log finite
-    losses, only rank 0 writes, and the export loads. The launcher records what each rank passes
-    to the loss averaging, so the test also checks that the trainer averages at every log step
-    and that the logged loss is the pooled one (the averaging itself: the next test)."""
+    losses, only rank 0 writes (the weight average of ``--ema`` included), and the export loads.
+    The launcher records what each rank passes to the loss averaging, so the test also checks that
+    the trainer averages at every log step and that the logged loss is the pooled one (the
+    averaging itself: the next test)."""
     import os
     import subprocess
     import sys
@@ -536,6 +537,7 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     cmd += ["train", "--data", f"synth:{hosts}", "--model", "sparsevit-test", "--size", "64"]
     cmd += ["--batch-size", "2", "--max-steps", "4", "--val-samples", "2", "--val-every", "2", "--log-every", "2"]
     cmd += ["--workers", "0", "--precision", "fp32", "--device", "cpu", "--out", str(run)]
+    cmd += ["--ema", "0.5"]  # the weight average under DDP too: rank 0 validates both arms
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEAN_LOG": str(tmp_path / "mean")}
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -544,7 +546,10 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 4 and summary["skipped_steps"] == 0
     assert summary["hardware"].startswith("2 x cpu")
-    assert "batch 2 x 2 process(es)" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "batch 2 x 2 process(es)" in log and log.count("val step 4, trained weights:") == 1
+    ck = torch.load(run / "last.pt", weights_only=True)
+    assert any(not torch.equal(ck["ema"][k], v) for k, v in ck["model"].items() if v.is_floating_point())
     losses = _train_losses(run)
     assert sorted(losses) == [2, 4] and all(math.isfinite(v) and v > 0 for v in losses.values())
     calls = [[json.loads(x) for x in (tmp_path / f"mean.{r}").read_text().splitlines()] for r in (0, 1)]
