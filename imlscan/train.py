@@ -748,7 +748,7 @@ class Trainer:
         """Metrics of ``model`` (default: the trained weights) on the fixed validation set."""
         from imlscan.metrics import MetricAccumulator
 
-        model = model or self.raw_model
+        model = model if model is not None else self.raw_model
         was_training = model.training
         model.eval()
         acc = MetricAccumulator(bins=1000)
@@ -839,12 +839,12 @@ class Trainer:
             if self.ema is not None:
                 trained = metrics
                 metrics = self.validate(self.ema.model)
-                self.val_seconds = time.monotonic() - t0
                 self.log(
                     f"val step {st.step}, trained weights: F1 {_fmt(trained['pixel_f1'])}  best-threshold F1 "
                     f"{_fmt(trained.get('pixel_f1_best', math.nan))}  AUC {_fmt(trained['pixel_auc'])}"
                 )
                 metrics = {**metrics, **{f"trained_{k}": v for k, v in trained.items() if not k.startswith("n_")}}
+            self.val_seconds = time.monotonic() - t0  # both validations: the time budget reserves them
             score = selection_score(metrics, self.cfg.select)
             # the untrained baseline (step 0 of a fresh run) is logged but never "best"
             improved = st.step > 0 and (st.best_step is None or score > st.best_score)

@@ -146,7 +146,7 @@ def test_weight_average_moves_a_fixed_fraction_and_copies_counters(tiny_model):
         WeightAverage(tiny_model, 1.0)
 
 
-def test_ema_run_exports_the_average_and_resumes_it_exactly(tmp_path, hosts):
+def test_ema_run_validates_both_arms_and_resumes_the_average_exactly(tmp_path, hosts):
     data = [f"synth:{hosts}?negatives=0.3"]
     common = dict(schedule_steps=6, warmup=1, ema=0.5, val_every=3, val_samples=2)
     train(_cfg(tmp_path, "full", data, max_steps=6, **common))
@@ -178,6 +178,11 @@ def test_ema_without_validation_exports_the_average(tmp_path, one_pair):
     for k, v in best.items():
         assert torch.equal(v, ck["ema"][k]), k
     assert any(not torch.equal(best[k], ck["model"][k]) for k in best if best[k].is_floating_point())
+    from imlscan.models import create_model
+
+    torch.manual_seed(0)  # the trainer's own initialization (seed 0): the average must have moved off it
+    start = create_model("sparsevit-test").state_dict()
+    assert any(not torch.equal(best[k], start[k]) for k in best if best[k].is_floating_point())
     with pytest.raises(UsageError, match="--ema"):
         _cfg(tmp_path, "bad", [str(one_pair)], max_steps=1, ema=1.0).check()
 

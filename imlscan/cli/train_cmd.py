@@ -103,7 +103,8 @@ def train(
         None,
         "--ema",
         help="Validate, select and export an exponential moving average of the weights with this decay "
-        "(0.998 averages about the last 500 steps) instead of the last step's weights. Default: 0 (off).",
+        "(0.998 averages about the last 500 steps) instead of the trained weights, which are validated beside "
+        "it. Default: 0 (off).",
         show_default=False,
     ),
     precision: str = typer.Option(
