@@ -1,28 +1,39 @@
 """Which image-level score separates forgeries from authentic photos best?
 
     python scripts/image_score_candidates.py data/synth-calib/pairs.json data/synth-val/pairs.json
+    python scripts/image_score_candidates.py eval/v26-calib-paper eval/v26-val-paper
 
-Runs the weights once per image the way ``imlscan scan`` does (the weights' mode, the map at the
-original resolution) and computes several candidate image scores from the same map. For each
-dataset it prints the image AUC of every candidate and the share of forgeries found at the cut
-that 90% of that set's authentic photos stay below. Choose on the first dataset (training-split
-photos) and confirm on the second: choosing on the set you report is tuning on the test.
+Each argument is a dataset (the weights are run once per image the way ``imlscan scan`` does: the
+weights' mode, the map at the original resolution) or a folder written by ``imlscan eval
+--save-predictions`` (its saved maps are scored, no model is run). Several candidate image scores
+are computed from the same maps. For each input it prints every candidate's image AUC, the share of
+forgeries found at the cuts that 90% and 95% of that set's authentic photos stay below, and the
+paired difference in image AUC against the current score with a 95% bootstrap interval over images.
+Choose on the first input (training-split photos) and confirm on the second: choosing on the set
+you report is tuning on the test.
+
+Rule written before the v26 run (2026-11-27, before any v26 number of these candidates existed):
+the candidate with the highest image AUC on ``eval/v26-calib-paper`` (v26, paper protocol, the
+300-image calibration set) replaces the current score only if its paired AUC difference against
+the current score on ``eval/v26-val-paper`` (500 validation images) has a 95% interval wholly above
+zero. Otherwise the score stays.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from imlscan.data.datasets import load_dataset, read_rgb
-from imlscan.metrics import roc_auc
-from imlscan.predict import Predictor
+from imlscan.metrics import bootstrap_ci, roc_auc
 from imlscan.report import image_score
-from imlscan.weights import load_model
+
+CURRENT = "current (blur 1/32, max)"
 
 
 def _blur_max(fraction: float) -> Callable[[np.ndarray], float]:
@@ -42,49 +53,109 @@ def _top_mean(share: float) -> Callable[[np.ndarray], float]:
     return score
 
 
+def largest_region_mass(prob: np.ndarray, threshold: float = 0.5) -> float:
+    """Sum of the map over its largest 8-connected region above ``threshold``, per image pixel:
+    a region's size and its confidence together, so one large confident region outscores scattered
+    warm spots."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats((prob > threshold).astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return 0.0
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    return float(prob[labels == biggest].sum() / prob.size)
+
+
 CANDIDATES: dict[str, Callable[[np.ndarray], float]] = {
-    "current (blur 1/32, max)": image_score,
+    CURRENT: image_score,
     "blur 1/16, max": _blur_max(1 / 16),
     "blur 1/8, max": _blur_max(1 / 8),
+    "blur 1/4, max": _blur_max(1 / 4),
     "max pixel": lambda p: float(p.max()),
+    "mean of top 0.5%": _top_mean(0.005),
     "mean of top 1%": _top_mean(0.01),
+    "mean of top 2%": _top_mean(0.02),
     "mean of top 5%": _top_mean(0.05),
+    "mean of top 10%": _top_mean(0.10),
     "flagged fraction (> 0.5)": lambda p: float((p > 0.5).mean()),
     "mean": lambda p: float(p.mean()),
+    "largest region's mass (> 0.5)": largest_region_mass,
 }
 
 
 def tpr_at_authentic_quantile(scores: np.ndarray, labels: np.ndarray, q: float = 0.9) -> float:
+    """Share of forgeries scoring above the cut that a share ``q`` of authentic photos stay at or below."""
     cut = np.quantile(scores[~labels], q)
     return float((scores[labels] > cut).mean())
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("datasets", nargs="+")
-    ap.add_argument("--weights", default=None)
-    ap.add_argument("--limit", type=int, default=None)
-    args = ap.parse_args()
-    predictor = Predictor(load_model(args.weights, device="cpu"), precision="fp32")
+def saved_maps(folder: Path) -> Iterator[tuple[np.ndarray, bool]]:
+    """The maps and labels of an ``eval --save-predictions`` folder (its first setting)."""
+    from imlscan.imageio import read_prob_png
+
+    rows = list(csv.DictReader((folder / "per_image.csv").open()))
+    if not rows:
+        raise SystemExit(f"{folder}: per_image.csv has no rows")
+    setting = rows[0]["setting"]
+    for r in rows:
+        if r["setting"] != setting:
+            continue
+        name = f"{int(r['index']):06d}_{Path(r['image']).stem}.png"
+        yield read_prob_png(folder / "predictions" / setting / name), r["label"] == "manipulated"
+
+
+def model_maps(dataset: str, weights: str | None, limit: int | None) -> Iterator[tuple[np.ndarray, bool]]:
+    """The maps ``imlscan scan`` would compute for a dataset's images, with their labels."""
+    from imlscan.data.datasets import load_dataset, read_rgb
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    predictor = Predictor(load_model(weights, device="cpu"), precision="fp32")
+    for s in load_dataset(dataset).items[:limit]:
+        yield predictor.predict_prob(read_rgb(s.image_path)), s.manipulated
+
+
+def compare(scores: dict[str, np.ndarray], y: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> dict:
+    """Every candidate's image AUC, forgeries found at the authentic 90%/95% cuts, and its paired
+    AUC difference against the current score (the same resampled images for both)."""
+    base = scores[CURRENT]
+    out = {}
+    for name, s in scores.items():
+        row = {
+            "image_auc": round(roc_auc(s, y), 4),
+            "tpr_at_authentic_p90": round(tpr_at_authentic_quantile(s, y, 0.9), 4),
+            "tpr_at_authentic_p95": round(tpr_at_authentic_quantile(s, y, 0.95), 4),
+        }
+        if name != CURRENT:
+            lo, hi = bootstrap_ci(
+                y.size, lambda i, s=s: roc_auc(s[i], y[i]) - roc_auc(base[i], y[i]), n_resamples=n_resamples, seed=seed
+            )
+            row["auc_minus_current"] = round(roc_auc(s, y) - roc_auc(base, y), 4)
+            row["auc_minus_current_ci95"] = [round(lo, 4), round(hi, 4)]
+        out[name] = row
+    out["n_manipulated"], out["n_authentic"] = int(y.sum()), int((~y).sum())
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("inputs", nargs="+", help="datasets (pairs.json, ...) or eval --save-predictions folders")
+    ap.add_argument("--weights", default=None, help="for datasets: the weights to run (default: the default)")
+    ap.add_argument("--limit", type=int, default=None, help="for datasets: the first N images only")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the paired intervals")
+    args = ap.parse_args(argv)
     report = {}
-    for dataset in args.datasets:
-        items = load_dataset(dataset).items[: args.limit]
-        rows = {name: [] for name in CANDIDATES}
+    for source in args.inputs:
+        path = Path(source)
+        maps = saved_maps(path) if path.is_dir() else model_maps(source, args.weights, args.limit)
+        rows: dict[str, list[float]] = {name: [] for name in CANDIDATES}
         labels = []
-        for s in items:
-            prob = predictor.predict_prob(read_rgb(s.image_path))
-            labels.append(s.manipulated)
+        for prob, manipulated in maps:
+            labels.append(manipulated)
             for name, fn in CANDIDATES.items():
                 rows[name].append(fn(prob))
         y = np.asarray(labels, bool)
-        report[dataset] = {
-            name: {
-                "image_auc": round(roc_auc(np.asarray(v), y), 4),
-                "tpr_at_authentic_p90": round(tpr_at_authentic_quantile(np.asarray(v), y), 4),
-            }
-            for name, v in rows.items()
-        }
-        report[dataset]["n_manipulated"], report[dataset]["n_authentic"] = int(y.sum()), int((~y).sum())
+        if y.all() or not y.any():
+            raise SystemExit(f"{source}: needs both forged and authentic images")
+        report[source] = compare({k: np.asarray(v) for k, v in rows.items()}, y, n_resamples=args.bootstrap)
     print(json.dumps(report, indent=2))
 
 
