@@ -160,9 +160,12 @@ def aggregate_names(shard: tuple[int, int] | None) -> tuple[str, str, str]:
 
 def settings_key(predictor: Predictor, threshold: float) -> str:
     """A short hash of everything that changes an image's result (not where it runs)."""
+    from imlscan.report import SCORE_VERSION
+
     info = predictor.weights_info
     settings = {
         "schema": "imlscan.batch/1",
+        "score_version": SCORE_VERSION,
         "weights": (info.sha256 or info.name) if info is not None else type(predictor.model).__name__,
         "mode": predictor.mode,
         "size": predictor.size if predictor.mode == "resize" else None,

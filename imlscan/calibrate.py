@@ -59,9 +59,16 @@ class Calibration:
     protocol: str = "paper"
     reference_precision: str = "fp32"
     authentic_scores: list[float] = field(default_factory=list)
+    score_version: int = field(default_factory=lambda: _score_version())
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+
+
+def _score_version() -> int:
+    from imlscan.report import SCORE_VERSION
+
+    return SCORE_VERSION
 
 
 def logit(p: float) -> float:
@@ -153,6 +160,45 @@ def reference_scores(model: torch.nn.Module, authentic: list[Any]) -> list[float
     if scores.size > MAX_REFERENCE_SCORES:
         scores = np.quantile(scores, np.linspace(0.0, 1.0, MAX_REFERENCE_SCORES))
     return [round(float(v), 7) for v in scores]
+
+
+def authentic_items(dataset: str | os.PathLike) -> list[Any]:
+    """The authentic samples of ``dataset``, refused when there are none (nothing to refer to)."""
+    authentic = [s for s in load_dataset(dataset).items if not s.manipulated]
+    if not authentic:
+        raise UsageError(f"{dataset}: no authentic image to score")
+    return authentic
+
+
+def recompute_references(weights: str | os.PathLike, out: str | os.PathLike, dataset: str | os.PathLike) -> Path:
+    """Write ``out``, a copy of the calibrated ``weights`` (tensors and every other entry
+    unchanged) whose authentic reference scores are recomputed from ``dataset`` with this
+    imlscan's score and the file's own settings (detectors included).
+
+    Needed when the file predicts differently (a detector switched on) or when the score's
+    definition changed: a rank against references scored another way would mislead."""
+    from imlscan.weights import read_metadata
+
+    if Path(weights).resolve() == Path(out).resolve():
+        raise UsageError("--out must differ from the input weights", hint="keep the file with the old references")
+    calibration = read_metadata(weights).get("calibration")
+    if not calibration:
+        raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
+    authentic = authentic_items(dataset)  # checked before anything is written
+    write_references(weights, authentic, out)
+    return Path(out)
+
+
+def write_references(weights: str | os.PathLike, authentic: list[Any], out: str | os.PathLike | None = None) -> None:
+    """Score ``authentic`` samples with a calibrated file and write the file, with them as its
+    reference scores, to ``out`` (default: in place) in one atomic write."""
+    from imlscan.report import SCORE_VERSION
+    from imlscan.weights import load_model, read_metadata, rewrite_metadata
+
+    calibration = read_metadata(weights)["calibration"]
+    scores = reference_scores(load_model(weights, device="cpu", precision="fp32"), authentic)
+    update = {"authentic_scores": scores, "n_authentic": len(authentic), "score_version": SCORE_VERSION}
+    rewrite_metadata(weights, out or weights, {"calibration": {**calibration, **update}})
 
 
 def check_output(weights: str | os.PathLike, out: str | os.PathLike) -> None:

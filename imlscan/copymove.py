@@ -271,6 +271,7 @@ def attach_keypoints(
 def _attach(
     weights: str | os.PathLike, out: str | os.PathLike, entries: dict[str, Any], references: str | os.PathLike | None
 ) -> Path:
+    from imlscan.calibrate import authentic_items, write_references
     from imlscan.weights import read_metadata, rewrite_metadata
 
     if Path(weights).resolve() == Path(out).resolve():
@@ -280,22 +281,9 @@ def _attach(
     if references is not None:  # checked before anything is written
         if not calibration:
             raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
-        authentic = _authentic_items(references)
+        authentic = authentic_items(references)
     # A file that predicts differently gets its own name (the file's stem, as save_weights names files).
     rewrite_metadata(weights, out, {"name": Path(out).stem, **entries})
     if authentic is not None:
-        from imlscan.calibrate import reference_scores
-        from imlscan.weights import load_model
-
-        scores = reference_scores(load_model(out, device="cpu", precision="fp32"), authentic)
-        rewrite_metadata(out, out, {"calibration": {**calibration, "authentic_scores": scores}})
+        write_references(out, authentic)
     return Path(out)
-
-
-def _authentic_items(dataset: str | os.PathLike) -> list[Any]:
-    from imlscan.data import load_dataset
-
-    authentic = [s for s in load_dataset(dataset).items if not s.manipulated]
-    if not authentic:
-        raise UsageError(f"{dataset}: no authentic image to score")
-    return authentic

@@ -432,7 +432,14 @@ def build_result(
 ) -> ScanResult:
     """Score, mask, regions and provenance around a probability map (used by scan and batch);
     ``copy_move``, the matcher's own map, says how much of each region the matcher flagged."""
-    from imlscan.report import authentic_rank, find_regions, image_score, precision_mismatch_warning
+    from imlscan.report import (
+        STALE_REFERENCES_NOTE,
+        authentic_rank,
+        find_regions,
+        image_score,
+        precision_mismatch_warning,
+        stale_references,
+    )
 
     t0 = time.perf_counter()
     mask = prob > threshold
@@ -453,6 +460,8 @@ def build_result(
     rank = authentic_rank(score, calibration, predictor.precision)
     if note := precision_mismatch_warning(rank):
         warnings.append(note)
+    if stale_references(calibration):
+        warnings.append(STALE_REFERENCES_NOTE)
     post_s = time.perf_counter() - t0
     return ScanResult(
         prob=prob,

@@ -12,11 +12,18 @@ paired difference in image AUC against the current score with a 95% bootstrap in
 Choose on the first input (training-split photos) and confirm on the second: choosing on the set
 you report is tuning on the test.
 
+With ``--reference FOLDER`` (the calibration set's saved maps), each candidate's authentic scores
+there act as ``score_vs_authentic``'s reference does in a scan: every input also reports the share
+of its forgeries and of its authentic photos scoring above 90% and 95% of them. Inputs with one
+class only (a set of real forgeries such as NoSo) are then accepted and give those shares alone.
+
 Rule written before the v26 run (2026-11-27, before any v26 number of these candidates existed):
 the candidate with the highest image AUC on ``eval/v26-calib-paper`` (v26, paper protocol, the
 300-image calibration set) replaces the current score only if its paired AUC difference against
 the current score on ``eval/v26-val-paper`` (500 validation images) has a 95% interval wholly above
-zero. Otherwise the score stays.
+zero. Otherwise the score stays. The mean of the top 1% won and was confirmed (model card, "The
+image score"), so it is now the shipped score, the first row; the earlier score is "blur 1/32,
+max". The rule's own run used the script as of commit 82806ba, whose first row was the earlier score.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import numpy as np
 from imlscan.metrics import bootstrap_ci, roc_auc
 from imlscan.report import image_score
 
-CURRENT = "current (blur 1/32, max)"
+CURRENT = "shipped (imlscan.report.image_score)"
 
 
 def _blur_max(fraction: float) -> Callable[[np.ndarray], float]:
@@ -66,12 +73,12 @@ def largest_region_mass(prob: np.ndarray, threshold: float = 0.5) -> float:
 
 CANDIDATES: dict[str, Callable[[np.ndarray], float]] = {
     CURRENT: image_score,
+    "blur 1/32, max": _blur_max(1 / 32),
     "blur 1/16, max": _blur_max(1 / 16),
     "blur 1/8, max": _blur_max(1 / 8),
     "blur 1/4, max": _blur_max(1 / 4),
     "max pixel": lambda p: float(p.max()),
     "mean of top 0.5%": _top_mean(0.005),
-    "mean of top 1%": _top_mean(0.01),
     "mean of top 2%": _top_mean(0.02),
     "mean of top 5%": _top_mean(0.05),
     "mean of top 10%": _top_mean(0.10),
@@ -135,28 +142,54 @@ def compare(scores: dict[str, np.ndarray], y: np.ndarray, n_resamples: int = 100
     return out
 
 
+def above_reference(scores: np.ndarray, labels: np.ndarray, reference: np.ndarray) -> dict[str, float | None]:
+    """Shares of forgeries and of authentic photos scoring above the reference's 90% and 95% cuts."""
+    out: dict[str, float | None] = {}
+    for q in (90, 95):
+        cut = np.quantile(reference, q / 100)
+        for name, group in (("forged", scores[labels]), ("authentic", scores[~labels])):
+            out[f"{name}_above_reference_p{q}"] = round(float((group > cut).mean()), 4) if group.size else None
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="datasets (pairs.json, ...) or eval --save-predictions folders")
     ap.add_argument("--weights", default=None, help="for datasets: the weights to run (default: the default)")
     ap.add_argument("--limit", type=int, default=None, help="for datasets: the first N images only")
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the paired intervals")
+    ap.add_argument("--reference", type=Path, default=None, help="saved maps whose authentic scores are the reference")
     args = ap.parse_args(argv)
+    reference = None
+    if args.reference is not None:
+        ref_scores, ref_y = _scores(args.reference, args)
+        if ref_y.all():
+            raise SystemExit(f"{args.reference}: no authentic image to refer to")
+        reference = {name: s[~ref_y] for name, s in ref_scores.items()}
     report = {}
     for source in args.inputs:
-        path = Path(source)
-        maps = saved_maps(path) if path.is_dir() else model_maps(source, args.weights, args.limit)
-        rows: dict[str, list[float]] = {name: [] for name in CANDIDATES}
-        labels = []
-        for prob, manipulated in maps:
-            labels.append(manipulated)
-            for name, fn in CANDIDATES.items():
-                rows[name].append(fn(prob))
-        y = np.asarray(labels, bool)
-        if y.all() or not y.any():
-            raise SystemExit(f"{source}: needs both forged and authentic images")
-        report[source] = compare({k: np.asarray(v) for k, v in rows.items()}, y, n_resamples=args.bootstrap)
+        scores, y = _scores(Path(source), args)
+        two_classes = y.any() and not y.all()
+        if not two_classes and reference is None:
+            raise SystemExit(f"{source}: needs both forged and authentic images (or --reference)")
+        counts = {"n_manipulated": int(y.sum()), "n_authentic": int((~y).sum())}
+        report[source] = compare(scores, y, n_resamples=args.bootstrap) if two_classes else counts
+        if reference is not None:
+            for name, s in scores.items():
+                report[source].setdefault(name, {}).update(above_reference(s, y, reference[name]))
     print(json.dumps(report, indent=2))
+
+
+def _scores(path: Path, args: argparse.Namespace) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every candidate's score of every image of one input, and the images' labels."""
+    maps = saved_maps(path) if path.is_dir() else model_maps(str(path), args.weights, args.limit)
+    rows: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+    labels = []
+    for prob, manipulated in maps:
+        labels.append(manipulated)
+        for name, fn in CANDIDATES.items():
+            rows[name].append(fn(prob))
+    return {k: np.asarray(v) for k, v in rows.items()}, np.asarray(labels, bool)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from imlscan.cli import app
 from imlscan.metrics import MetricAccumulator, grid_thresholds, pixel_f1
+from imlscan.report import SCORE_VERSION
 
 runner = CliRunner()
 
@@ -257,7 +258,7 @@ def test_authentic_reference_is_what_scan_computes(tmp_path, rng, tiny_model, dt
 def test_authentic_rank_counts_strictly_lower_scores():
     from imlscan.report import authentic_rank
 
-    cal = {"authentic_scores": [0.1, 0.2, 0.2, 0.9], "n_authentic": 4, "dataset": "d"}
+    cal = {"authentic_scores": [0.1, 0.2, 0.2, 0.9], "n_authentic": 4, "dataset": "d", "score_version": SCORE_VERSION}
     assert authentic_rank(0.05, cal)["percent_lower"] == 0.0
     assert authentic_rank(0.2, cal)["percent_lower"] == 25.0
     assert authentic_rank(0.5, cal)["percent_lower"] == 75.0
@@ -270,8 +271,8 @@ def test_upfront_precision_note_agrees_with_the_per_scan_warning():
     """The note a batch prints before scanning must say what each scan's warning says."""
     from imlscan.report import authentic_rank, precision_mismatch_warning, rank_precision_note
 
-    old = {"authentic_scores": [0.1, 0.9]}  # calibrated before reference_precision existed: fp32
-    bf16_ref = {"authentic_scores": [0.1, 0.9], "reference_precision": "bf16"}
+    old = {"authentic_scores": [0.1, 0.9], "score_version": SCORE_VERSION}  # before reference_precision: fp32
+    bf16_ref = {"authentic_scores": [0.1, 0.9], "reference_precision": "bf16", "score_version": SCORE_VERSION}
     for cal in (old, bf16_ref, {"threshold": 0.4}, None):
         for precision in ("fp32", "bf16", "fp16"):
             per_scan = precision_mismatch_warning(authentic_rank(0.5, cal, precision))
@@ -346,3 +347,50 @@ def test_precision_agreement_script_reports_rank_drift_only_with_a_reference(tmp
     drift = cal["bf16_vs_fp32_authentic_rank_points_diff"]
     assert 0.0 <= drift["mean"] <= drift["p95"] <= drift["max"] <= 100.0
     assert run(tiny_weights)["bf16_vs_fp32_authentic_rank_points_diff"] is None
+
+
+def test_references_of_an_older_score_give_no_rank_until_recomputed(tmp_path, dataset, tiny_weights):
+    """A file whose references were scored with the earlier score definition (no score_version)
+    gets no score_vs_authentic and a warning naming the fix; 'weights references' rescored
+    them with today's score, tensors untouched, and the rank comes back."""
+    from safetensors.torch import load_file
+
+    from imlscan.weights import read_metadata, rewrite_metadata
+
+    cal = tmp_path / "cal.safetensors"
+    assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
+    entry = read_metadata(cal)["calibration"]
+    assert entry["score_version"] == SCORE_VERSION
+    old = tmp_path / "old.safetensors"
+    stale = {k: v for k, v in entry.items() if k != "score_version"} | {"authentic_scores": [0.99]}
+    rewrite_metadata(cal, old, {"calibration": stale})
+
+    img = str(dataset.parent / "im3.png")
+    base = ["scan", img, "--device", "cpu", "--json", "-o", str(tmp_path / "o"), "--weights"]
+    res = runner.invoke(app, [*base, str(old)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["score_vs_authentic"] is None
+    assert [w for w in rep["warnings"] if "earlier definition of the score" in w]
+    assert res.stderr.count("imlscan weights references") >= 1
+
+    new = tmp_path / "new.safetensors"
+    res = runner.invoke(app, ["weights", "references", str(old), str(dataset), "--out", str(new), "--json"])
+    assert res.exit_code == 0, res.output
+    redone = read_metadata(new)["calibration"]
+    assert json.loads(res.stdout) == redone
+    assert redone["score_version"] == SCORE_VERSION and redone["threshold"] == entry["threshold"]
+    assert redone["authentic_scores"] == pytest.approx(entry["authentic_scores"], abs=1e-6)
+    for k, v in load_file(str(old)).items():
+        assert torch.equal(v, load_file(str(new))[k])
+    rep = json.loads(runner.invoke(app, [*base, str(new)]).stdout)
+    assert rep["score_vs_authentic"]["n_authentic"] == 1
+    assert not [w for w in rep["warnings"] if "earlier definition" in w]
+
+
+def test_references_refuses_an_uncalibrated_file_and_its_own_path(tmp_path, dataset, tiny_weights):
+    out = tmp_path / "x.safetensors"
+    for src, dst in ((tiny_weights, out), (tiny_weights, tiny_weights)):
+        res = runner.invoke(app, ["weights", "references", str(src), str(dataset), "--out", str(dst)])
+        assert res.exit_code != 0 and "Traceback" not in res.output
+    assert not out.exists()

@@ -157,6 +157,7 @@ def test_native_and_tiled_maps_are_fused_at_full_resolution(tiny_weights, tmp_pa
 def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_path):
     from imlscan.batch import settings_key
     from imlscan.predict import Predictor
+    from imlscan.report import SCORE_VERSION
     from imlscan.weights import load_model
 
     model = load_model(tiny_weights, "cpu")
@@ -164,7 +165,8 @@ def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_p
     plain = settings_key(pred, 0.5)
     assert settings_key(Predictor(model), 0.5) == plain
     assert settings_key(Predictor(model, copy_move=True), 0.5) != plain
-    # without the fusion the key is the one imlscan wrote before the fusion existed
+    # without the fusion the key has no copy-move entry; it names the score's version, so records
+    # written with the earlier score (keys without it) are scanned again on resume
     older = {
         "schema": "imlscan.batch/1",
         "weights": model.weights_info.sha256,
@@ -176,7 +178,9 @@ def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_p
         "precision": "fp32",
         "threshold": 0.5,
     }
-    assert plain == hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
+    assert plain != hashlib.sha256(json.dumps(older, sort_keys=True).encode()).hexdigest()[:16]
+    current = older | {"score_version": SCORE_VERSION}
+    assert plain == hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_otherwise(tmp_path, tiny_model):

@@ -864,3 +864,59 @@ def test_export_trained_weights_writes_either_arm_of_an_ema_run(tmp_path, tiny_m
     torch.save({"model": trained, "ema": None, "state": {"step": 7}}, run / "last.pt")
     r = subprocess.run([*script, str(tmp_path / "x.safetensors"), "--average"], capture_output=True, text=True)
     assert r.returncode != 0 and "--ema" in r.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_image_score_candidates_reads_saved_maps_and_pairs_each_candidate_with_the_current(tmp_path, capsys):
+    """Authentic maps with one small hot spot, forgeries with a large lukewarm region: the shipped
+    score and the peak-based ones rank every authentic photo above every forgery, the region's mass
+    the reverse, and the paired interval of that difference cannot straddle zero."""
+    rng = np.random.default_rng(0)
+
+    def forged(k: int) -> tuple[np.ndarray, np.ndarray]:
+        prob = rng.uniform(0.0, 0.05, (48, 48)).astype(np.float32)
+        mask = np.zeros((48, 48), bool)
+        mask[k : k + 20, 10:30] = True
+        prob[mask] = 0.7
+        return prob, mask
+
+    def authentic(k: int) -> tuple[np.ndarray, None]:
+        prob = rng.uniform(0.0, 0.05, (48, 48)).astype(np.float32)
+        prob[k : k + 5, 30:35] = 0.99  # 25 pixels: more than the top 1% of 48 x 48
+        return prob, None
+
+    folder = _eval_folder(tmp_path, [forged(k) for k in (2, 10, 20)] + [authentic(k) for k in (5, 25, 40)])
+    shipped = "shipped (imlscan.report.image_score)"
+    _script_main("image_score_candidates")([str(folder), "--bootstrap", "200"])
+    report = json.loads(capsys.readouterr().out)[str(folder)]
+    assert report["n_manipulated"] == 3 and report["n_authentic"] == 3
+    assert report[shipped]["image_auc"] == 0.0 and "auc_minus_current" not in report[shipped]
+    assert report["blur 1/32, max"]["image_auc"] == 0.0
+    assert report["max pixel"]["image_auc"] == 0.0
+    mass = report["largest region's mass (> 0.5)"]
+    assert mass["image_auc"] == 1.0 and mass["auc_minus_current"] == 1.0
+    assert mass["auc_minus_current_ci95"] == [1.0, 1.0]
+    assert mass["tpr_at_authentic_p95"] == 1.0
+
+    # Real forgeries alone, ranked against the first folder's authentic photos as scans rank them.
+    only = _eval_folder(tmp_path / "only", [forged(k) for k in (4, 12)])
+    with pytest.raises(SystemExit, match="needs both"):
+        _script_main("image_score_candidates")([str(only)])
+    _script_main("image_score_candidates")([str(only), "--reference", str(folder)])
+    ranked = json.loads(capsys.readouterr().out)[str(only)]
+    assert ranked["n_manipulated"] == 2 and "image_auc" not in ranked["max pixel"]
+    assert ranked["largest region's mass (> 0.5)"]["forged_above_reference_p95"] == 1.0
+    assert ranked[shipped]["forged_above_reference_p90"] == 0.0
+    assert ranked["max pixel"]["authentic_above_reference_p95"] is None
+
+
+def test_largest_region_mass_counts_the_biggest_region_only():
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from image_score_candidates import largest_region_mass
+    finally:
+        sys.path.pop(0)
+    prob = np.zeros((10, 10), np.float32)
+    prob[0:2, 0:2] = 1.0
+    prob[5:8, 5:8] = 0.6
+    assert largest_region_mass(prob) == pytest.approx(9 * 0.6 / 100)
+    assert largest_region_mass(np.full((4, 4), 0.5, np.float32)) == 0.0

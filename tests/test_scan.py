@@ -229,8 +229,18 @@ def test_score_ignores_single_hot_pixels():
     prob[50, 50] = 1.0
     assert image_score(prob) < 0.05
     prob[100:140, 200:260] = 0.9
-    assert abs(image_score(prob) - 0.9) < 1e-5
+    assert image_score(prob) == pytest.approx((599 * 0.9 + 1.0) / 600, abs=1e-6)  # the hot pixel is 1 of 600
     assert abs(image_score(np.full((64, 64), 0.3, np.float32)) - 0.3) < 1e-6
+
+
+def test_score_is_the_mean_of_the_top_percent_so_smaller_regions_are_diluted():
+    """1% of 200x300 is 600 pixels: a region of 300 at 0.9 over a background of 0.1 scores the mean
+    of its 300 pixels and the 300 highest others; a 1-pixel map scores its only pixel."""
+    prob = np.full((200, 300), 0.1, np.float32)
+    prob[0:10, 0:30] = 0.9
+    assert image_score(prob) == pytest.approx((300 * 0.9 + 300 * 0.1) / 600, abs=1e-6)
+    assert image_score(np.full((1, 1), 0.7, np.float32)) == pytest.approx(0.7)
+    assert image_score(np.zeros((0, 5), np.float32)) == 0.0
 
 
 def test_find_regions():

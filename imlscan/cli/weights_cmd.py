@@ -278,6 +278,36 @@ def calibrate(
     )
 
 
+@weights_app.command("references")
+def references(
+    src: Path = typer.Argument(..., help="Calibrated .safetensors file."),
+    dataset: str = typer.Argument(..., help="The set it was calibrated on (its authentic photos are scored)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the copy with the new reference scores."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new calibration entry as JSON on stdout."),
+) -> None:
+    """Recompute the authentic reference scores behind score_vs_authentic, with this imlscan's
+    image score and the file's own settings; the tensors and every other entry are unchanged.
+
+    Needed for files calibrated before the score's definition changed (scans then say so and give
+    no score_vs_authentic).
+
+    Example: imlscan weights references model.safetensors calib/pairs.json --out model-new.safetensors
+    """
+    from imlscan.calibrate import recompute_references
+    from imlscan.weights import read_metadata
+
+    recompute_references(src, out, dataset)
+    entry = read_metadata(out)["calibration"]
+    if json_out:
+        stdout_json(entry)
+    scores = entry["authentic_scores"]
+    err_console.print(
+        f"wrote {out}: {len(scores)} authentic reference scores (score version {entry['score_version']}), "
+        f"median {scores[len(scores) // 2]:.4f}",
+        markup=False,
+    )
+
+
 @weights_app.command("copy-move")
 def copy_move(
     src: Path = typer.Argument(..., help="Weights file to copy."),
