@@ -81,7 +81,9 @@ METRIC_NAMES = (
     "image_f1",
     "image_tpr",
     "image_fpr",
+    *(f"image_{k}_above_reference_p{q}" for q in (90, 95) for k in ("tpr", "fpr")),
 )
+REFERENCE_CUTS = (90, 95)
 CSV_COLUMNS = (
     "setting",
     "index",
@@ -93,6 +95,7 @@ CSV_COLUMNS = (
     "eval_width",
     "eval_height",
     "image_score",
+    "authentic_percent_lower",
     "pixel_f1",
     "pixel_f1_best",
     "best_threshold",
@@ -131,6 +134,11 @@ def conventions(threshold: float, protocol: str, n_resamples: int, seed: int, sc
         "image_level": "defined only when the dataset has authentic and manipulated images; an image is "
         f"predicted manipulated when its image score > {threshold:g}; image_auc is the ROC AUC of the scores",
         "image_fpr": f"fraction of authentic images whose image score > {threshold:g}",
+        "above_reference": "image_tpr_above_reference_pQ / image_fpr_above_reference_pQ: fractions of the "
+        "manipulated / authentic images whose score is higher than more than Q% of the weights' authentic "
+        "reference scores (score_vs_authentic.percent_lower > Q, as imlscan scan reports it; the score "
+        "computed from the map at the protocol's resolution); only for calibrated weights evaluated in "
+        "their own protocol, and defined for a class only when the dataset has it",
         "pixel_fpr_authentic": f"mean over authentic images of the fraction of pixels with p > {threshold:g}",
         "bootstrap": f"95% percentile intervals from {n_resamples} resamples of images with replacement "
         f"(seed {seed}); pixel metrics resample manipulated images, image metrics all images",
@@ -323,8 +331,12 @@ def run_setting(
     score_fn: Callable[[np.ndarray], float],
     pred_dir: Path | None = None,
     advance: Callable[[int], None] | None = None,
+    reference: dict[str, Any] | None = None,
 ) -> SettingResult:
-    """Evaluate one setting over ``items``, streaming."""
+    """Evaluate one setting over ``items``, streaming; with ``reference`` (the weights' calibration),
+    each image's score is also ranked among its authentic reference scores as a scan ranks it."""
+    from imlscan.report import authentic_rank
+
     label = "clean" if perturbation is None else perturbation.label
     res = SettingResult(label, perturbation, MetricAccumulator(threshold=opts.threshold))
     keypoint_job = predictor.keypoint_job()
@@ -348,6 +360,7 @@ def run_setting(
         for it, prob in zip(done, probs):
             s = items[it["index"]]
             image_score = float(score_fn(prob))
+            rank = authentic_rank(image_score, reference) if reference else None
             res.scores.append(image_score)
             res.labels.append(s.manipulated)
             res.acc.update(
@@ -363,6 +376,7 @@ def run_setting(
                 eval_width=prob.shape[1],
                 eval_height=prob.shape[0],
                 image_score=image_score,
+                authentic_percent_lower=rank["percent_lower"] if rank else None,
             )
             if pred_dir is not None:
                 from imlscan.imageio import write_prob_png
@@ -403,6 +417,7 @@ def summarize(res: SettingResult, opts: EvalOptions, *, ci: bool) -> None:
     auth = [r["pixel_fpr"] for r in res.acc.rows if r["label"] == "authentic"]
     m["pixel_fpr_authentic"] = float(np.mean(auth)) if auth else math.nan
     m.update(image_level_metrics(res.scores, res.labels, opts.threshold))
+    m.update(above_reference_rates(res.acc.rows))
     res.metrics = m
     if not ci or opts.bootstrap == 0:
         return
@@ -416,6 +431,19 @@ def summarize(res: SettingResult, opts: EvalOptions, *, ci: bool) -> None:
         pred = s > opts.threshold
         res.ci["image_auc"] = list(bootstrap_ci(y.size, lambda idx: roc_auc(s[idx], y[idx]), **_boot(opts)))
         res.ci["image_acc"] = list(bootstrap_ci(y.size, lambda idx: float((pred[idx] == y[idx]).mean()), **_boot(opts)))
+
+
+def above_reference_rates(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Per class, the share of images ranked above REFERENCE_CUTS of the authentic references
+    ({} when the rows carry no rank; a class absent from the dataset is left out)."""
+    ranked = [r for r in rows if r.get("authentic_percent_lower") is not None]
+    out: dict[str, float] = {}
+    for key, label in (("tpr", "manipulated"), ("fpr", "authentic")):
+        group = [r["authentic_percent_lower"] for r in ranked if r["label"] == label]
+        for q in REFERENCE_CUTS:
+            if group:
+                out[f"image_{key}_above_reference_p{q}"] = float(np.mean([v > q for v in group]))
+    return out
 
 
 def _boot(opts: EvalOptions) -> dict:
@@ -435,6 +463,19 @@ def _clean_json(x: Any) -> Any:
     return x
 
 
+def _reference(info: Any, opts: EvalOptions) -> dict[str, Any] | None:
+    """The weights' authentic references when a scan in this protocol would rank against them:
+    calibrated with this imlscan's score, and the protocol the weights' own (as in a scan)."""
+    from imlscan.report import stale_references
+    from imlscan.weights import preprocessing_override_note
+
+    calibration = ((info.metadata or {}) if info is not None else {}).get("calibration") or {}
+    if not calibration.get("authentic_scores") or stale_references(calibration):
+        return None
+    mode = "resize" if opts.protocol == "paper" else "native"
+    return None if preprocessing_override_note(info, mode, PAPER_SIZE if mode == "resize" else None) else calibration
+
+
 def evaluate_dataset(
     dataset: Dataset,
     predictor: Any,
@@ -449,15 +490,18 @@ def evaluate_dataset(
     preflight(dataset, items)
     score_fn, score_definition = _image_score_fn()
     pred_dir = out_dir / "predictions" if (out_dir is not None and opts.save_predictions) else None
+    info = getattr(predictor, "weights_info", None)
+    reference = _reference(info, opts)
     t0 = time.perf_counter()
     settings: list[SettingResult] = []
     for k, pert in enumerate([None, *opts.perturbations]):
-        res = run_setting(items, predictor, opts, pert, score_fn=score_fn, pred_dir=pred_dir, advance=advance)
+        res = run_setting(
+            items, predictor, opts, pert, score_fn=score_fn, pred_dir=pred_dir, advance=advance, reference=reference
+        )
         summarize(res, opts, ci=k == 0)
         settings.append(res)
     seconds = time.perf_counter() - t0
     clean = settings[0]
-    info = getattr(predictor, "weights_info", None)
     weights = info.to_dict() if info is not None else {"name": "unknown", "trained": None}
     warnings = []
     if info is not None and not info.trained:
@@ -585,6 +629,15 @@ def metrics_md(report: dict) -> str:
         "Pooled (all pixels together): "
         + ", ".join(f"{k} {_fmt(v)}" for k, v in report["metrics"].items() if k.startswith("pooled_")),
         "",
+    ]
+    ranked = {k: v for k, v in report["metrics"].items() if "_above_reference_" in k}
+    if ranked:
+        parts += [
+            "Ranked against the weights' authentic references (as `score_vs_authentic`): "
+            + ", ".join(f"{k} {_fmt(v)}" for k, v in ranked.items()),
+            "",
+        ]
+    parts += [
         "## Conventions",
         "",
     ]

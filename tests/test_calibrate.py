@@ -394,3 +394,76 @@ def test_references_refuses_an_uncalibrated_file_and_its_own_path(tmp_path, data
         res = runner.invoke(app, ["weights", "references", str(src), str(dataset), "--out", str(dst)])
         assert res.exit_code != 0 and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_eval_ranks_each_score_against_the_references_as_a_scan_does(tmp_path, dataset, tiny_weights):
+    """With calibrated weights in their own protocol, eval ranks every image among the file's
+    authentic references (the scan's own function) and reports, per class, the share above 90%
+    and 95%; uncalibrated weights, another protocol or references of an older score give none."""
+    import csv
+
+    from imlscan.report import authentic_rank
+    from imlscan.weights import read_metadata, rewrite_metadata
+
+    cal = tmp_path / "cal.safetensors"
+    assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
+    calibration = read_metadata(cal)["calibration"]
+    ranked = tmp_path / "ranked.safetensors"
+
+    def run(weights, *extra):
+        out = tmp_path / f"e-{weights.stem}-{len(extra)}"
+        res = runner.invoke(
+            app,
+            ["eval", str(dataset), "--weights", str(weights), "--out", str(out), "--device", "cpu"]
+            + ["--workers", "0", "--bootstrap", "0", *extra],
+        )
+        assert res.exit_code == 0, res.output
+        rows = list(csv.DictReader((out / "per_image.csv").open()))
+        return json.loads((out / "metrics.json").read_text())["metrics"], rows, (out / "metrics.md").read_text()
+
+    # References between the forgeries' scores: 20 equal values just under the middle forgery, so
+    # the top two rank above all of them (100%) and the lowest under all (0%).
+    forged = sorted(float(r["image_score"]) for r in run(cal)[1] if r["label"] == "manipulated")
+    assert forged[0] < forged[1]
+    spread = {**calibration, "authentic_scores": [forged[1] - 1e-5] * 20, "n_authentic": 20}
+    rewrite_metadata(cal, ranked, {"calibration": spread})
+    metrics, rows, md = run(ranked)
+    by_label: dict[str, list[float]] = {"manipulated": [], "authentic": []}
+    for r in rows:
+        expected = authentic_rank(float(r["image_score"]), spread)["percent_lower"]
+        assert float(r["authentic_percent_lower"]) == expected
+        by_label[r["label"]].append(expected)
+    assert len(by_label["manipulated"]) == 3 and len(by_label["authentic"]) == 1
+    assert sorted(by_label["manipulated"]) == [0.0, 100.0, 100.0]
+    for q in (90, 95):
+        assert metrics[f"image_tpr_above_reference_p{q}"] == pytest.approx(2 / 3)
+        assert metrics[f"image_fpr_above_reference_p{q}"] == float(by_label["authentic"][0] > q)
+    assert "Ranked against the weights' authentic references" in md
+
+    stale = tmp_path / "stale.safetensors"
+    rewrite_metadata(ranked, stale, {"calibration": {k: v for k, v in spread.items() if k != "score_version"}})
+    for weights, extra in ((tiny_weights, ()), (stale, ()), (ranked, ("--protocol", "native"))):
+        metrics, rows, md = run(weights, *extra)
+        assert not [k for k in metrics if "above_reference" in k]
+        assert all(r["authentic_percent_lower"] == "" for r in rows)
+        assert "Ranked against" not in md
+
+
+def test_eval_ranks_a_set_of_forgeries_alone(tmp_path, dataset, tiny_weights):
+    """Real forgeries without authentic photos (NoSo): the forged share above the references is
+    defined, the authentic one is absent (not 0)."""
+    cal = tmp_path / "cal.safetensors"
+    assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
+    forged = [p for p in json.loads(dataset.read_text()) if p[1] != "Negative"]
+    only = dataset.parent / "forged.json"
+    only.write_text(json.dumps(forged))
+    out = tmp_path / "e"
+    res = runner.invoke(
+        app,
+        ["eval", str(only), "--weights", str(cal), "--out", str(out), "--device", "cpu", "--workers", "0"]
+        + ["--bootstrap", "0"],
+    )
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    assert 0.0 <= metrics["image_tpr_above_reference_p95"] <= 1.0
+    assert "image_fpr_above_reference_p95" not in metrics and "image_auc" not in metrics
