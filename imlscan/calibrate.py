@@ -185,19 +185,31 @@ def recompute_references(weights: str | os.PathLike, out: str | os.PathLike, dat
     if not calibration:
         raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
     authentic = authentic_items(dataset)  # checked before anything is written
-    write_references(weights, authentic, out)
+    write_references(weights, authentic, out, dataset=dataset)
     return Path(out)
 
 
-def write_references(weights: str | os.PathLike, authentic: list[Any], out: str | os.PathLike | None = None) -> None:
+def write_references(
+    weights: str | os.PathLike,
+    authentic: list[Any],
+    out: str | os.PathLike | None = None,
+    *,
+    dataset: str | os.PathLike | None = None,
+) -> None:
     """Score ``authentic`` samples with a calibrated file and write the file, with them as its
-    reference scores, to ``out`` (default: in place) in one atomic write."""
+    reference scores, to ``out`` (default: in place) in one atomic write; ``dataset``, where they
+    came from, is recorded as ``references_dataset`` (without it, the calibration set's)."""
     from imlscan.report import SCORE_VERSION
     from imlscan.weights import load_model, read_metadata, rewrite_metadata
 
     calibration = read_metadata(weights)["calibration"]
     scores = reference_scores(load_model(weights, device="cpu", precision="fp32"), authentic)
-    update = {"authentic_scores": scores, "n_authentic": len(authentic), "score_version": SCORE_VERSION}
+    update = {
+        "authentic_scores": scores,
+        "n_references": len(authentic),
+        "score_version": SCORE_VERSION,
+        "references_dataset": str(dataset) if dataset is not None else calibration.get("dataset"),
+    }
     rewrite_metadata(weights, out or weights, {"calibration": {**calibration, **update}})
 
 

@@ -285,5 +285,5 @@ def _attach(
     # A file that predicts differently gets its own name (the file's stem, as save_weights names files).
     rewrite_metadata(weights, out, {"name": Path(out).stem, **entries})
     if authentic is not None:
-        write_references(out, authentic)
+        write_references(out, authentic, dataset=references)
     return Path(out)

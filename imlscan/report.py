@@ -32,12 +32,14 @@ SCORE_DEFINITION = (
     "0 = no sign of manipulation found, 1 = strong sign. It is not the probability that the photo is fake."
 )
 AUTHENTIC_RANK_DEFINITION = (
-    "share of the authentic photos in the weights' calibration set whose score (computed the same "
-    "way, with these weights) is lower than this one: around 50% is typical for an unedited photo "
-    "of that set, 100% is above all of them. It is not a probability, and a small reference set makes "
-    "it approximate: with the default weights, 10% of unedited test photos ranked above 95% and 14% "
-    "above 90%. The reference photos are re-saved camera JPEGs; screenshots, heavy compression, "
-    "graphics or text can score high without any edit"
+    "share of the authentic reference photos stored with the weights (their calibration set's unless "
+    "recomputed from another set) whose score, computed the same way with these weights, is lower "
+    "than this one: around 50% is typical for an unedited photo of that set, 100% is above all of "
+    "them. It is not a probability, and it overstates how unusual a score is: the reference photos "
+    "come from the photos the weights were trained on, which tend to score lower than new ones (with the "
+    "default weights, 10% of unedited test photos ranked above 95% and 14% above 90%). They are "
+    "re-saved camera JPEGs; screenshots, heavy compression, graphics or text can score high without "
+    "any edit"
 )
 SCORE_TIE = 1e-6
 PRECISION_MISMATCH_NOTE = (
@@ -107,8 +109,9 @@ def authentic_rank(score: float, calibration: dict[str, Any] | None, precision: 
     lower = int(np.searchsorted(np.sort(ref), score - SCORE_TIE, side="left"))
     return {
         "percent_lower": round(100.0 * lower / ref.size, 1),
-        "n_authentic": int(calibration.get("n_authentic") or ref.size),
-        "dataset": calibration.get("dataset"),
+        # Files whose references came from the calibration set before n_references existed: n_authentic.
+        "n_authentic": int(calibration.get("n_references") or calibration.get("n_authentic") or ref.size),
+        "dataset": calibration.get("references_dataset") or calibration.get("dataset"),
         "definition": AUTHENTIC_RANK_DEFINITION,
         "reference_precision": _reference_precision(calibration),
         "scan_precision": precision,
@@ -374,7 +377,7 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
     if rank:
         parts.append(
             f"<p>Score higher than <b>{rank['percent_lower']:g}%</b> of the {rank['n_authentic']} authentic "
-            f'photos of the calibration set.</p><p class="note">{_e(rank["definition"])}.</p>'
+            f'reference photos stored with the weights.</p><p class="note">{_e(rank["definition"])}.</p>'
         )
     parts.append('<div class="figs">')
     for uri, cap in ((original, "original"), (over, "overlay (heat map + outlines)"), (mask_uri, "mask")):

@@ -380,6 +380,7 @@ def test_references_of_an_older_score_give_no_rank_until_recomputed(tmp_path, da
     redone = read_metadata(new)["calibration"]
     assert json.loads(res.stdout) == redone
     assert redone["score_version"] == SCORE_VERSION and redone["threshold"] == entry["threshold"]
+    assert redone["references_dataset"] == str(dataset) and redone["n_references"] == 1
     assert redone["authentic_scores"] == pytest.approx(entry["authentic_scores"], abs=1e-6)
     for k, v in load_file(str(old)).items():
         assert torch.equal(v, load_file(str(new))[k])
@@ -467,3 +468,29 @@ def test_eval_ranks_a_set_of_forgeries_alone(tmp_path, dataset, tiny_weights):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     assert 0.0 <= metrics["image_tpr_above_reference_p95"] <= 1.0
     assert "image_fpr_above_reference_p95" not in metrics and "image_auc" not in metrics
+
+
+def test_references_from_another_set_are_named_and_counted_apart_from_the_calibration(tmp_path, dataset, tiny_weights):
+    """References recomputed from a set of authentic photos alone: the rank names that set and
+    counts its photos, while the calibration's own numbers (its set, its authentic count) stay."""
+    from imlscan.weights import read_metadata
+
+    cal = tmp_path / "cal.safetensors"
+    assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(refs / f"a{i}.png")
+    (refs / "pairs.json").write_text(json.dumps([[f"a{i}.png", "Negative"] for i in range(5)]))
+    out = tmp_path / "refs.safetensors"
+    res = runner.invoke(app, ["weights", "references", str(cal), str(refs / "pairs.json"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    before, after = read_metadata(cal)["calibration"], read_metadata(out)["calibration"]
+    assert len(after["authentic_scores"]) == 5 and after["n_references"] == 5
+    assert after["n_authentic"] == before["n_authentic"] == 1 and after["dataset"] == before["dataset"]
+    img = str(dataset.parent / "im3.png")
+    scan = ["scan", img, "--weights", str(out), "--device", "cpu", "--json", "-o", str(tmp_path / "o")]
+    res = runner.invoke(app, scan)
+    rank = json.loads(res.stdout)["score_vs_authentic"]
+    assert rank["n_authentic"] == 5 and rank["dataset"] == str(refs / "pairs.json")

@@ -281,7 +281,9 @@ def calibrate(
 @weights_app.command("references")
 def references(
     src: Path = typer.Argument(..., help="Calibrated .safetensors file."),
-    dataset: str = typer.Argument(..., help="The set it was calibrated on (its authentic photos are scored)."),
+    dataset: str = typer.Argument(
+        ..., help="The set whose authentic photos become the references (usually the calibration set)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the copy with the new reference scores."),
     json_out: bool = typer.Option(False, "--json", help="Print the new calibration entry as JSON on stdout."),
 ) -> None:
