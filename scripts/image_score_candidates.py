@@ -16,6 +16,9 @@ With ``--reference FOLDER`` (the calibration set's saved maps), each candidate's
 there act as ``score_vs_authentic``'s reference does in a scan: every input also reports the share
 of its forgeries and of its authentic photos scoring above 90% and 95% of them. Inputs with one
 class only (a set of real forgeries such as NoSo) are then accepted and give those shares alone.
+With ``--area MANIFEST`` (the inputs' ``imlscan synth`` manifest), each input also gets every
+candidate's image AUC by the edited share of the image (forgeries of one band against all
+authentic photos), to see how each score treats small edits.
 
 Rule written before the v26 run (2026-11-27, before any v26 number of these candidates existed):
 the candidate with the highest image AUC on ``eval/v26-calib-paper`` (v26, paper protocol, the
@@ -94,8 +97,8 @@ def tpr_at_authentic_quantile(scores: np.ndarray, labels: np.ndarray, q: float =
     return float((scores[labels] > cut).mean())
 
 
-def saved_maps(folder: Path) -> Iterator[tuple[np.ndarray, bool]]:
-    """The maps and labels of an ``eval --save-predictions`` folder (its first setting)."""
+def saved_maps(folder: Path) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """The dataset indices, maps and labels of an ``eval --save-predictions`` folder (its first setting)."""
     from imlscan.imageio import read_prob_png
 
     rows = list(csv.DictReader((folder / "per_image.csv").open()))
@@ -106,18 +109,18 @@ def saved_maps(folder: Path) -> Iterator[tuple[np.ndarray, bool]]:
         if r["setting"] != setting:
             continue
         name = f"{int(r['index']):06d}_{Path(r['image']).stem}.png"
-        yield read_prob_png(folder / "predictions" / setting / name), r["label"] == "manipulated"
+        yield int(r["index"]), read_prob_png(folder / "predictions" / setting / name), r["label"] == "manipulated"
 
 
-def model_maps(dataset: str, weights: str | None, limit: int | None) -> Iterator[tuple[np.ndarray, bool]]:
-    """The maps ``imlscan scan`` would compute for a dataset's images, with their labels."""
+def model_maps(dataset: str, weights: str | None, limit: int | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+    """The maps ``imlscan scan`` would compute for a dataset's images, with their indices and labels."""
     from imlscan.data.datasets import load_dataset, read_rgb
     from imlscan.predict import Predictor
     from imlscan.weights import load_model
 
     predictor = Predictor(load_model(weights, device="cpu"), precision="fp32")
-    for s in load_dataset(dataset).items[:limit]:
-        yield predictor.predict_prob(read_rgb(s.image_path)), s.manipulated
+    for i, s in enumerate(load_dataset(dataset).items[:limit]):
+        yield i, predictor.predict_prob(read_rgb(s.image_path)), s.manipulated
 
 
 def compare(scores: dict[str, np.ndarray], y: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> dict:
@@ -159,16 +162,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, default=None, help="for datasets: the first N images only")
     ap.add_argument("--bootstrap", type=int, default=1000, help="resamples of the paired intervals")
     ap.add_argument("--reference", type=Path, default=None, help="saved maps whose authentic scores are the reference")
+    ap.add_argument(
+        "--area", type=Path, default=None, help="the synth manifest.json of the inputs: AUC by the edited share"
+    )
     args = ap.parse_args(argv)
     reference = None
     if args.reference is not None:
-        ref_scores, ref_y = _scores(args.reference, args)
+        ref_scores, ref_y, _ = _scores(args.reference, args)
         if ref_y.all():
             raise SystemExit(f"{args.reference}: no authentic image to refer to")
         reference = {name: s[~ref_y] for name, s in ref_scores.items()}
     report = {}
     for source in args.inputs:
-        scores, y = _scores(Path(source), args)
+        scores, y, indices = _scores(Path(source), args)
         two_classes = y.any() and not y.all()
         if not two_classes and reference is None:
             raise SystemExit(f"{source}: needs both forged and authentic images (or --reference)")
@@ -177,19 +183,49 @@ def main(argv: list[str] | None = None) -> None:
         if reference is not None:
             for name, s in scores.items():
                 report[source].setdefault(name, {}).update(above_reference(s, y, reference[name]))
+        if args.area is not None and two_classes:
+            report[source]["by_area"] = by_area(scores, y, manifest_areas(args.area, indices))
     print(json.dumps(report, indent=2))
 
 
-def _scores(path: Path, args: argparse.Namespace) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Every candidate's score of every image of one input, and the images' labels."""
+def _scores(path: Path, args: argparse.Namespace) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Every candidate's score of every image of one input, the images' labels and dataset indices."""
     maps = saved_maps(path) if path.is_dir() else model_maps(str(path), args.weights, args.limit)
     rows: dict[str, list[float]] = {name: [] for name in CANDIDATES}
-    labels = []
-    for prob, manipulated in maps:
+    labels, indices = [], []
+    for index, prob, manipulated in maps:
         labels.append(manipulated)
+        indices.append(index)
         for name, fn in CANDIDATES.items():
             rows[name].append(fn(prob))
-    return {k: np.asarray(v) for k, v in rows.items()}, np.asarray(labels, bool)
+    return {k: np.asarray(v) for k, v in rows.items()}, np.asarray(labels, bool), np.asarray(indices)
+
+
+AREA_BANDS = ((0.0, 0.02), (0.02, 0.05), (0.05, 0.15), (0.15, 1.0))
+
+
+def by_area(scores: dict[str, np.ndarray], y: np.ndarray, areas: np.ndarray) -> dict[str, dict]:
+    """Each candidate's image AUC of the forgeries whose edited share of the image falls in each of
+    AREA_BANDS against all authentic photos: how the score treats small edits."""
+    out = {}
+    for lo, hi in AREA_BANDS:
+        band = y & (areas >= lo) & (areas < hi)
+        keep = band | ~y
+        if not band.any() or y[keep].all():
+            continue
+        row: dict = {"n_forged": int(band.sum())}
+        row |= {name: round(roc_auc(s[keep], y[keep]), 4) for name, s in scores.items()}
+        out[f"{lo:g}-{hi:g}"] = row
+    return out
+
+
+def manifest_areas(manifest: Path, indices: np.ndarray) -> np.ndarray:
+    """The edited share of each image (``area`` in an ``imlscan synth`` manifest; NaN when absent)."""
+    samples = {int(s["index"]): s for s in json.loads(manifest.read_text())["samples"]}
+    missing = [int(i) for i in indices if int(i) not in samples]
+    if missing:
+        raise SystemExit(f"{manifest}: no sample with index {missing[0]} (a manifest of another set?)")
+    return np.asarray([samples[int(i)].get("area") or np.nan for i in indices], np.float64)
 
 
 if __name__ == "__main__":

@@ -897,6 +897,19 @@ def test_image_score_candidates_reads_saved_maps_and_pairs_each_candidate_with_t
     assert mass["auc_minus_current_ci95"] == [1.0, 1.0]
     assert mass["tpr_at_authentic_p95"] == 1.0
 
+    # By edited share: forgeries 0 and 1 in the smallest band, 2 in the largest; authentic photos in every band.
+    manifest = tmp_path / "manifest.json"
+    areas = [0.01, 0.015, 0.3, None, None, None]
+    manifest.write_text(json.dumps({"samples": [{"index": i, "area": a} for i, a in enumerate(areas)]}))
+    _script_main("image_score_candidates")([str(folder), "--bootstrap", "20", "--area", str(manifest)])
+    bands = json.loads(capsys.readouterr().out)[str(folder)]["by_area"]
+    assert list(bands) == ["0-0.02", "0.15-1"]
+    assert bands["0-0.02"]["n_forged"] == 2 and bands["0.15-1"]["n_forged"] == 1
+    assert bands["0-0.02"]["largest region's mass (> 0.5)"] == 1.0 and bands["0.15-1"][shipped] == 0.0
+    manifest.write_text(json.dumps({"samples": [{"index": 0, "area": 0.1}]}))
+    with pytest.raises(SystemExit, match="no sample with index 1"):
+        _script_main("image_score_candidates")([str(folder), "--area", str(manifest)])
+
     # Real forgeries alone, ranked against the first folder's authentic photos as scans rank them.
     only = _eval_folder(tmp_path / "only", [forged(k) for k in (4, 12)])
     with pytest.raises(SystemExit, match="needs both"):
