@@ -32,6 +32,7 @@ import torch
 from imlscan.data.datasets import load_dataset
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.metrics import DEFAULT_THRESHOLD
+from imlscan.report import SCORE_VERSION
 
 DEFAULT_MAX_AUTHENTIC_FPR = 0.02
 # Keeps the bias finite and a calibration on a degenerate set from silencing the model.
@@ -59,16 +60,10 @@ class Calibration:
     protocol: str = "paper"
     reference_precision: str = "fp32"
     authentic_scores: list[float] = field(default_factory=list)
-    score_version: int = field(default_factory=lambda: _score_version())
+    score_version: int = SCORE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-
-
-def _score_version() -> int:
-    from imlscan.report import SCORE_VERSION
-
-    return SCORE_VERSION
 
 
 def logit(p: float) -> float:
@@ -199,7 +194,6 @@ def write_references(
     """Score ``authentic`` samples with a calibrated file and write the file, with them as its
     reference scores, to ``out`` (default: in place) in one atomic write; ``dataset``, where they
     came from, is recorded as ``references_dataset`` (without it, the calibration set's)."""
-    from imlscan.report import SCORE_VERSION
     from imlscan.weights import load_model, read_metadata, rewrite_metadata
 
     calibration = read_metadata(weights)["calibration"]
