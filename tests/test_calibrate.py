@@ -420,7 +420,8 @@ def test_eval_ranks_each_score_against_the_references_as_a_scan_does(tmp_path, d
         )
         assert res.exit_code == 0, res.output
         rows = list(csv.DictReader((out / "per_image.csv").open()))
-        return json.loads((out / "metrics.json").read_text())["metrics"], rows, (out / "metrics.md").read_text()
+        md = (out / "metrics.md").read_text() + res.stderr
+        return json.loads((out / "metrics.json").read_text())["metrics"], rows, md
 
     # References between the forgeries' scores: 20 equal values just under the middle forgery, so
     # the top two rank above all of them (100%) and the lowest under all (0%).
@@ -440,6 +441,7 @@ def test_eval_ranks_each_score_against_the_references_as_a_scan_does(tmp_path, d
         assert metrics[f"image_tpr_above_reference_p{q}"] == pytest.approx(2 / 3)
         assert metrics[f"image_fpr_above_reference_p{q}"] == float(by_label["authentic"][0] > q)
     assert "Ranked against the weights' authentic references" in md
+    assert "ranked above 95% (90%) of the weights' authentic references: forgeries 66.7% (66.7%)" in md
 
     stale = tmp_path / "stale.safetensors"
     rewrite_metadata(ranked, stale, {"calibration": {k: v for k, v in spread.items() if k != "score_version"}})
@@ -447,7 +449,7 @@ def test_eval_ranks_each_score_against_the_references_as_a_scan_does(tmp_path, d
         metrics, rows, md = run(weights, *extra)
         assert not [k for k in metrics if "above_reference" in k]
         assert all(r["authentic_percent_lower"] == "" for r in rows)
-        assert "Ranked against" not in md
+        assert "Ranked against" not in md and "ranked above" not in md
 
 
 def test_eval_ranks_a_set_of_forgeries_alone(tmp_path, dataset, tiny_weights):

@@ -112,6 +112,18 @@ SHORT = {
 }
 
 
+def _above_reference_line(metrics: dict) -> str | None:
+    """What a reader flagging photos by score_vs_authentic would get (clean setting), or None."""
+    parts = []
+    for key, label in (("tpr", "forgeries"), ("fpr", "authentic photos")):
+        at = [metrics.get(f"image_{key}_above_reference_p{q}") for q in (95, 90)]
+        if at[0] is not None:
+            parts.append(f"{label} {100 * at[0]:.1f}% ({100 * at[1]:.1f}%)")
+    if not parts:
+        return None
+    return "ranked above 95% (90%) of the weights' authentic references: " + ", ".join(parts)
+
+
 def _print_tables(reports: list[dict]) -> None:
     from rich.table import Table
 
@@ -134,6 +146,8 @@ def _print_tables(reports: list[dict]) -> None:
         cis = [f"{k} [{_fmt(a, 3)}, {_fmt(b, 3)}]" for k, (a, b) in r["ci"].items()]
         if cis:
             err_console.print("95% bootstrap intervals (clean): " + ", ".join(cis), markup=False, soft_wrap=True)
+        if line := _above_reference_line(r["metrics"]):
+            err_console.print(line, markup=False, soft_wrap=True)
         for w in r["warnings"]:
             err_console.print(f"[bold red]WARNING: {w}[/]", soft_wrap=True)
     if len(reports) > 1:
