@@ -464,14 +464,11 @@ def _clean_json(x: Any) -> Any:
 
 
 def _reference(info: Any, opts: EvalOptions) -> dict[str, Any] | None:
-    """The weights' authentic references when a scan in this protocol would rank against them:
-    calibrated with this imlscan's score, and the protocol the weights' own (as in a scan)."""
-    from imlscan.report import stale_references
+    """The weights' calibration when a scan in this protocol would rank against its references (the
+    weights' own protocol, as in a scan); ``authentic_rank`` itself refuses missing or stale ones."""
     from imlscan.weights import preprocessing_override_note
 
-    calibration = ((info.metadata or {}) if info is not None else {}).get("calibration") or {}
-    if not calibration.get("authentic_scores") or stale_references(calibration):
-        return None
+    calibration = ((info.metadata or {}) if info is not None else {}).get("calibration")
     mode = "resize" if opts.protocol == "paper" else "native"
     return None if preprocessing_override_note(info, mode, PAPER_SIZE if mode == "resize" else None) else calibration
 

@@ -467,9 +467,15 @@ def test_eval_ranks_a_set_of_forgeries_alone(tmp_path, dataset, tiny_weights):
         + ["--bootstrap", "0"],
     )
     assert res.exit_code == 0, res.output
+    import csv
+
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
-    assert 0.0 <= metrics["image_tpr_above_reference_p95"] <= 1.0
-    assert "image_fpr_above_reference_p95" not in metrics and "image_auc" not in metrics
+    ranks = [float(r["authentic_percent_lower"]) for r in csv.DictReader((out / "per_image.csv").open())]
+    assert len(ranks) == 3
+    for q in (90, 95):
+        assert metrics[f"image_tpr_above_reference_p{q}"] == pytest.approx(np.mean([v > q for v in ranks]))
+        assert f"image_fpr_above_reference_p{q}" not in metrics
+    assert "image_auc" not in metrics
 
 
 def test_references_from_another_set_are_named_and_counted_apart_from_the_calibration(tmp_path, dataset, tiny_weights):

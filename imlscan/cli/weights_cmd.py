@@ -290,8 +290,7 @@ def references(
     """Recompute the authentic reference scores behind score_vs_authentic, with this imlscan's
     image score and the file's own settings; the tensors and every other entry are unchanged.
 
-    Needed for files calibrated before the score's definition changed (scans then say so and give
-    no score_vs_authentic).
+    For files calibrated before the score changed (their scans give no rank), or another reference set.
 
     Example: imlscan weights references model.safetensors calib/pairs.json --out model-new.safetensors
     """
