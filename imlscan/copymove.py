@@ -25,6 +25,7 @@ shipped default's entry was selected on training-split forgeries (model card).
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from imlscan.copymove_keypoints import KeypointConfig, KeypointJob, KeypointMatcher, keypoint_config_of
+from imlscan.device import cpu_has_native_bf16
 from imlscan.errors import UsageError
 from imlscan.metadata_settings import MetadataSettings
 from imlscan.models.sparsevit import KEY_STRIDES, DuplicationCue, neighbour_index
@@ -44,6 +46,10 @@ CELL = 8
 QUERY_CHUNK = 512  # query cells per similarity block: 512 x 64,009 fp32 keys = 125 MiB at 512 px
 CPU_QUERY_CHUNK, CPU_KEY_CHUNK = 256, 2048  # a 2 MiB block on a CPU (see _best_in_blocks)
 FAR = 1 << 20  # offset given to cells outside the grid, so they never agree
+BF16_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits
+PREFILTER_SLACK = 1.5  # on the bound: fp32 accumulation, and a result rounded toward zero (2u, not u)
+PREFILTER_GIVE_UP = 0.6  # share of blocks left to check above which the plain search is cheaper
+FLAT_DESCRIPTOR = 0.01  # a flat patch's descriptor length (rounding noise: about 1e-4; any texture: > 0.5)
 
 
 @dataclass(frozen=True)
@@ -120,7 +126,10 @@ class CopyMoveMatcher:
         keys, _, kh, kw = DuplicationCue.descriptors(x, cfg.key_stride)
         step = CELL // cfg.key_stride
         near = neighbour_index(gh, gw, cfg.exclude, x.device, keys=(kh, kw), step=step)
-        search = _best_in_blocks if x.device.type == "cpu" else _best_in_rows
+        if x.device.type != "cpu":
+            search = _best_in_rows
+        else:
+            search = _best_prefiltered if bf16_prefilter_ok() else _best_in_blocks
         v, i = search(q[0], keys[0], near)
         cells = torch.arange(gh * gw, device=x.device)
         dy = (i // kw) * cfg.key_stride - (cells // gw) * CELL
@@ -174,15 +183,91 @@ def _best_in_blocks(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> 
         arg = torch.zeros(len(qs), dtype=torch.int64, device=q.device)
         for t in range(0, keys.shape[0], CPU_KEY_CHUNK):
             sim = qs @ keys[t : t + CPU_KEY_CHUNK].T
-            if band[0] < t + sim.shape[1] and band[1] >= t:
-                rows, cols = ((ns >= t) & (ns < t + sim.shape[1])).nonzero(as_tuple=True)
-                sim[rows, ns[rows, cols] - t] = -1.0
+            _exclude(sim, ns, t, band)
             v, i = sim.max(-1)
             better = v > best
             best, arg = torch.where(better, v, best), torch.where(better, i + t, arg)
         values.append(best)
         index.append(arg)
     return torch.cat(values), torch.cat(index)
+
+
+def _bf16_bound(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """Per query, how far a similarity computed from bf16 copies (fp32 accumulation, bf16
+    result) can lie from the fp32 one: each input rounds by at most ``BF16_ROUNDOFF`` of itself,
+    which moves a dot product by at most ``(2u + u^2) |q| |k|``, and the result rounds by ``u``
+    of itself (at most ``|q| |k|``)."""
+    u = BF16_ROUNDOFF
+    return (3 * u + u * u) * q.norm(dim=1) * keys.norm(dim=1).max()
+
+
+def _best_prefiltered(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same as ``_best_in_blocks``, value for value and index for index, in about 60% of its
+    time on CPUs with native bf16. Why: the fp32 products were most of a CPU scan's time. A bf16
+    pass over the same blocks finds each query's best block maximum. Only the blocks whose bf16
+    maximum comes within twice the error bound (``_bf16_bound``; ``PREFILTER_SLACK`` to spare) of
+    that best can hold the fp32 best match, and only those are searched again in fp32, in the same
+    blocks and order as ``_best_in_blocks`` (so ties still keep the first index). Flat patches
+    (descriptors of almost no length, whose similarities are all alike) skip the bf16 pass and are
+    searched in full; where most of the work would be searched in full anyway, the plain search
+    runs instead."""
+    n, n_keys = q.shape[0], keys.shape[0]
+    starts = list(range(0, n_keys, CPU_KEY_CHUNK))
+    flat = q.norm(dim=1) < FLAT_DESCRIPTOR
+    if flat.float().mean() > PREFILTER_GIVE_UP:
+        return _best_in_blocks(q, keys, near)
+    live = (~flat).nonzero().flatten()
+    qb, kb = q[live].to(torch.bfloat16), keys.to(torch.bfloat16)
+    block_max = torch.empty(len(live), len(starts))
+    for s in range(0, len(live), CPU_QUERY_CHUNK):
+        qs, ns = qb[s : s + CPU_QUERY_CHUNK], near[live[s : s + CPU_QUERY_CHUNK]]
+        band = (int(ns.min()), int(ns.max()))
+        for j, t in enumerate(starts):
+            sim = qs @ kb[t : t + CPU_KEY_CHUNK].T
+            _exclude(sim, ns, t, band)
+            block_max[s : s + CPU_QUERY_CHUNK, j] = sim.amax(-1).float()
+    margin = 2 * PREFILTER_SLACK * _bf16_bound(q[live], keys)
+    doubt = torch.ones(n, len(starts), dtype=torch.bool)
+    doubt[live] = block_max >= (block_max.amax(1) - margin)[:, None]
+    if doubt.float().mean() > PREFILTER_GIVE_UP:
+        return _best_in_blocks(q, keys, near)
+    best = torch.full((n,), -float("inf"), device=q.device)
+    arg = torch.zeros(n, dtype=torch.int64, device=q.device)
+    for j, t in enumerate(starts):
+        rows = doubt[:, j].nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        sim = q[rows] @ keys[t : t + CPU_KEY_CHUNK].T
+        _exclude(sim, near[rows], t)
+        v, i = sim.max(-1)
+        better = v > best[rows]
+        best[rows] = torch.where(better, v, best[rows])
+        arg[rows] = torch.where(better, i + t, arg[rows])
+    return best, arg
+
+
+def _exclude(sim: torch.Tensor, near: torch.Tensor, start: int, band: tuple[int, int] | None = None) -> None:
+    """Set ``sim``'s entries for the excluded keys (``near``, by key index; ``sim``'s columns
+    start at key ``start``) to -1, as the row search does. ``band`` (the smallest and largest
+    excluded index) skips blocks that hold none."""
+    lo, hi = band if band is not None else (int(near.min()), int(near.max()))
+    if lo < start + sim.shape[1] and hi >= start:
+        rows, cols = ((near >= start) & (near < start + sim.shape[1])).nonzero(as_tuple=True)
+        sim[rows, near[rows, cols] - start] = -1.0
+
+
+@functools.cache
+def bf16_prefilter_ok() -> bool:
+    """Whether ``_best_prefiltered`` may replace the plain CPU search: only where bf16 is native
+    (elsewhere it is emulated and slower) and where this torch's bf16 products stay within the
+    bound the prefilter relies on (checked once, on random unit vectors, against fp32)."""
+    if not cpu_has_native_bf16():
+        return False
+    g = torch.Generator().manual_seed(0)
+    q = F.normalize(torch.randn(256, 64, generator=g), dim=1)
+    k = F.normalize(torch.randn(2048, 64, generator=g), dim=1)
+    err = ((q.to(torch.bfloat16) @ k.to(torch.bfloat16).T).float() - q @ k.T).abs().amax(1)
+    return bool((err <= _bf16_bound(q, k)).all())
 
 
 def agreement_evidence(zncc: torch.Tensor, offsets: torch.Tensor, radius: int, tolerance: int) -> torch.Tensor:

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, config_of
 from imlscan.copymove_keypoints import KeypointConfig
@@ -183,7 +184,9 @@ def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_p
     assert plain == hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_otherwise(tmp_path, tiny_model):
+def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_otherwise(
+    tmp_path, tiny_model, monkeypatch
+):
     from PIL import Image
     from typer.testing import CliRunner
 
@@ -238,12 +241,16 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     assert abs(centres[0][0] - 32) <= 8 and abs(centres[1][0] - 96) <= 8  # source at 8-56, copy at 72-120
     html = runner.invoke(app, ["scan", str(img), "--out", str(tmp_path / "h"), "-w", str(out), "--html"])
     assert html.exit_code == 0 and "<th>copy-move detectors</th>" in (tmp_path / "h" / "photo.html").read_text()
-    res = runner.invoke(
-        app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / "b"), "-w", str(out)]
-    )
-    assert res.exit_code == 0, res.output
-    assert "matcher and keypoint detector add about 1 s" in res.output  # the CPU cost note names both
-    record = json.loads((tmp_path / "b" / "results.jsonl").read_text().splitlines()[0])
+    import imlscan.copymove as cm
+
+    for fast, cost in ((True, "0.6 s"), (False, "1 s")):  # the cost note follows the matcher's prefilter
+        monkeypatch.setattr(cm, "bf16_prefilter_ok", lambda fast=fast: fast)
+        res = runner.invoke(
+            app, ["batch", str(tmp_path), "--glob", "photo.png", "--out", str(tmp_path / f"b{fast}"), "-w", str(out)]
+        )
+        assert res.exit_code == 0, res.output
+        assert f"matcher and keypoint detector add about {cost}" in res.output  # the note names both
+    record = json.loads((tmp_path / "bFalse" / "results.jsonl").read_text().splitlines()[0])
     assert [r["copy_move_share"] for r in record["regions"]] == [1.0, 1.0]
 
 
@@ -310,7 +317,9 @@ def test_the_cpu_block_search_gives_the_row_search_exactly_ties_and_exclusions_i
     monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 5)
     monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 7)  # blocks that do not divide the 50 keys
     rows, blocks = cm._best_in_rows(q, keys, near), cm._best_in_blocks(q, keys, near)
+    pre = cm._best_prefiltered(q, keys, near)
     assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])
+    assert torch.equal(pre[0], blocks[0]) and torch.equal(pre[1], blocks[1])
     assert blocks[1][0] == 3  # the first of the three identical keys
     assert blocks[1][1] != 10 and not bool((near[1] == blocks[1][1]).any())
 
@@ -329,5 +338,104 @@ def test_the_block_search_excludes_a_key_on_either_side_of_a_block_boundary(monk
     monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 1)
     monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 7)
     rows, blocks = cm._best_in_rows(q, keys, near), cm._best_in_blocks(q, keys, near)
-    assert int(blocks[1][0]) != own
+    pre = cm._best_prefiltered(q, keys, near)
+    assert int(blocks[1][0]) != own and int(pre[1][0]) != own
     assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])
+    assert torch.equal(pre[0], blocks[0]) and torch.equal(pre[1], blocks[1])
+
+
+def _near_ties(n_queries: int = 64, n_keys: int = 4000, seed: int = 2) -> tuple[torch.Tensor, ...]:
+    """Unit descriptors where each query's two best keys, in different blocks, differ by far less
+    than bf16 can resolve (the better one later), some exact duplicates across blocks, and a few
+    flat queries (rounding noise), with random exclusions."""
+    g = torch.Generator().manual_seed(seed)
+    keys = F.normalize(torch.randn(n_keys, 64, generator=g), dim=1)
+    q = F.normalize(torch.randn(n_queries, 64, generator=g), dim=1)
+    for i in range(n_queries):
+        a, b = 50 + 37 * i, 2100 + 23 * i  # first and second key block (blocks of 1024 below)
+        noise = F.normalize(torch.randn(64, generator=g), dim=0)
+        keys[a] = F.normalize(q[i] + 0.30 * noise, dim=0)
+        keys[b] = F.normalize(q[i] + 0.30 * noise + 2e-4 * torch.randn(64, generator=g), dim=0)
+    keys[3000:3010] = keys[10:20]  # exact duplicates in a later block: the first must win a tie
+    q[:4] = keys[10:14]
+    q[-3:] = 1e-4 * F.normalize(torch.randn(3, 64, generator=g), dim=1)  # flat patches
+    near = torch.randint(0, n_keys, (n_queries, 6), generator=g)
+    return q, keys, near
+
+
+def test_the_bf16_prefilter_gives_the_fp32_search_exactly_where_bf16_alone_would_not(monkeypatch):
+    """The prefilter decides in bf16 which blocks can hold the best match and searches only those
+    in fp32. Near-ties that bf16 cannot resolve must still come out as the fp32 search has them,
+    value for value and index for index, without falling back to the plain search."""
+    import imlscan.copymove as cm
+
+    monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 16)
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 1024)
+    q, keys, near = _near_ties()
+    rows, blocks = cm._best_in_rows(q, keys, near), cm._best_in_blocks(q, keys, near)
+    assert torch.equal(rows[0], blocks[0]) and torch.equal(rows[1], blocks[1])
+    sim = q.bfloat16() @ keys.bfloat16().T
+    sim.scatter_(-1, near, -1.0)
+    assert (sim.float().argmax(-1) != blocks[1]).sum() >= 5  # bf16 alone gets these wrong
+    assert torch.equal(blocks[1][:4], torch.arange(10, 14))  # the first of two identical keys
+
+    def plain(*args):
+        raise AssertionError("the prefilter gave up on descriptors it should prune")
+
+    monkeypatch.setattr(cm, "_best_in_blocks", plain)
+    pre = cm._best_prefiltered(q, keys, near)
+    assert torch.equal(pre[0], blocks[0]) and torch.equal(pre[1], blocks[1])
+
+
+def test_the_prefilter_hands_mostly_flat_images_to_the_plain_search(monkeypatch):
+    """Flat patches' similarities are all alike, so nothing can be pruned: an image of mostly flat
+    patches runs the plain search (same result) instead of paying for the bf16 pass too."""
+    import imlscan.copymove as cm
+
+    monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 16)
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 1024)
+    q, keys, near = _near_ties()
+    q[: int(len(q) * 0.7)] *= 1e-4
+    expected = cm._best_in_blocks(q, keys, near)
+    calls = []
+    real = cm._best_in_blocks
+    monkeypatch.setattr(cm, "_best_in_blocks", lambda *a: calls.append(1) or real(*a))
+    pre = cm._best_prefiltered(q, keys, near)
+    assert calls == [1]
+    assert torch.equal(pre[0], expected[0]) and torch.equal(pre[1], expected[1])
+
+
+def test_the_prefilter_is_used_only_where_bf16_is_native_and_within_its_error_bound(monkeypatch):
+    """Emulated bf16 is slower than fp32, and a torch whose bf16 products stray past the bound
+    would break the exactness argument: either way the plain search stays."""
+    import imlscan.copymove as cm
+
+    monkeypatch.setattr(cm, "cpu_has_native_bf16", lambda: True)
+    cm.bf16_prefilter_ok.cache_clear()
+    try:
+        assert cm.bf16_prefilter_ok()
+        monkeypatch.setattr(cm, "BF16_ROUNDOFF", 2.0**-20)  # a bound no bf16 product meets
+        cm.bf16_prefilter_ok.cache_clear()
+        assert not cm.bf16_prefilter_ok()
+        monkeypatch.setattr(cm, "BF16_ROUNDOFF", 2.0**-8)
+        monkeypatch.setattr(cm, "cpu_has_native_bf16", lambda: False)
+        cm.bf16_prefilter_ok.cache_clear()
+        assert not cm.bf16_prefilter_ok()
+    finally:
+        cm.bf16_prefilter_ok.cache_clear()
+
+
+def test_the_matcher_finds_the_same_matches_with_and_without_the_prefilter(monkeypatch):
+    """End to end on an image with a copied block: best ZNCC and offsets identical either way."""
+    import imlscan.copymove as cm
+
+    rgb, _ = _copy_moved(24, 40)
+    x = _normalized(rgb)
+    matcher = CopyMoveMatcher(CopyMoveConfig(size=SIZE))
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 256)  # 15 blocks of keys at this size, as 32 at 512 px
+    monkeypatch.setattr(cm, "bf16_prefilter_ok", lambda: False)
+    plain = matcher.best_matches(x)
+    monkeypatch.setattr(cm, "bf16_prefilter_ok", lambda: True)
+    monkeypatch.setattr(cm, "_best_in_blocks", lambda *a: pytest.fail("the prefilter gave up on a textured photo"))
+    pre = matcher.best_matches(x)
+    assert torch.equal(plain[0], pre[0]) and torch.equal(plain[1], pre[1])
