@@ -439,3 +439,22 @@ def test_the_matcher_finds_the_same_matches_with_and_without_the_prefilter(monke
     monkeypatch.setattr(cm, "_best_in_blocks", lambda *a: pytest.fail("the prefilter gave up on a textured photo"))
     pre = matcher.best_matches(x)
     assert torch.equal(plain[0], pre[0]) and torch.equal(plain[1], pre[1])
+
+
+def test_env_reports_whether_the_matcher_runs_its_prefilter(monkeypatch):
+    """A slow-scan bug report needs to say which search ran; without native bf16 it is never the
+    prefilter."""
+    from typer.testing import CliRunner
+
+    import imlscan.copymove as cm
+    from imlscan.cli import app
+
+    monkeypatch.setattr(cm, "cpu_has_native_bf16", lambda: False)
+    cm.bf16_prefilter_ok.cache_clear()
+    try:
+        res = CliRunner().invoke(app, ["env", "--json"])
+        assert res.exit_code == 0, res.output
+        info = json.loads(res.stdout)
+        assert info["copy_move_bf16_prefilter"] is False and "cpu_native_bf16" in info
+    finally:
+        cm.bf16_prefilter_ok.cache_clear()

@@ -78,7 +78,7 @@ def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
     if predictor.device.type == "cpu":
         from imlscan.copymove import bf16_prefilter_ok
 
-        if bf16_prefilter_ok():  # the matcher's exact bf16 prefilter halves its time
+        if bf16_prefilter_ok():  # the matcher's exact bf16 prefilter (imlscan.copymove) is faster
             cost = "matcher and keypoint detector add about 0.6 s" if both else "matcher adds about 0.4 s"
         else:
             cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
