@@ -103,6 +103,7 @@ class Predictor:
         self.fast = fast and isinstance(model, SparseViT)
         self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
         self.copy_move = matcher_for(info, copy_move, keypoints)
+        self.keypoints_in_workers: bool | None = None  # None: on a GPU only (keypoint_job)
 
     def to_tensor(self, rgbs: Sequence[np.ndarray]) -> torch.Tensor:
         """Stack equally sized uint8 RGB arrays into a normalized ``B x 3 x H x W`` tensor."""
@@ -178,8 +179,16 @@ class Predictor:
 
     def keypoint_job(self) -> KeypointJob | None:
         """The keypoint detector's work for decoding workers to do ahead of ``predict_parts``
-        (picklable; None when the detector is off)."""
-        return self.copy_move.keypoint_job() if self.copy_move is not None else None
+        (picklable), or None: when the detector is off, and on a CPU, where workers would take
+        cores from this process's network and matcher (a batch on 2 cores ran about 15% slower
+        with the detector in its workers; README, Performance). ``keypoints_in_workers`` set to
+        True or False overrides the choice."""
+        if self.copy_move is None:
+            return None
+        in_workers = self.keypoints_in_workers
+        if in_workers is None:
+            in_workers = self.device.type != "cpu"
+        return self.copy_move.keypoint_job() if in_workers else None
 
     def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""

@@ -248,6 +248,8 @@ def test_a_map_computed_ahead_is_the_one_the_predictor_fuses(tiny_weights, tmp_p
     pred = Predictor(load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu"), mode="resize", size=64)
     rgb, _, copy = _forged(25, 1.1, False)
     rgb = cv2.resize(rgb, (300, 280), interpolation=cv2.INTER_LINEAR)
+    assert pred.keypoint_job() is None  # on a CPU the main process detects (workers take its cores)
+    pred.keypoints_in_workers = True
     job = pred.keypoint_job()
     ahead = map_ahead(job, rgb)
     assert ahead.shape == (SIZE, SIZE) and ahead.max() > 0.9
@@ -282,6 +284,7 @@ def test_batch_and_eval_workers_give_the_maps_of_the_main_process(tiny_weights, 
     (folder / "pairs.json").write_text(json.dumps(pairs))
     model = load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu")
     pred = Predictor(model, mode="resize", size=64)
+    pred.keypoints_in_workers = True  # as on a GPU
     maps = {}
     real_map = KeypointMatcher.prob_map
 
@@ -376,3 +379,21 @@ def test_the_blocked_shortlist_search_finds_what_the_full_search_finds():
         assert len(want[0]) >= 60  # each of six clusters with its copy, both ways
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_the_keypoint_detector_goes_to_the_workers_on_a_gpu_only_unless_told(tiny_weights, tmp_path):
+    """On a CPU the workers would compete with the main process for its cores (measured slower);
+    on a GPU the main process is free while they detect."""
+    import torch
+
+    from imlscan.predict import Predictor
+    from imlscan.weights import load_model
+
+    pred = Predictor(load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu"), mode="resize", size=64)
+    assert pred.keypoint_job() is None
+    pred.device = torch.device("cuda")  # the rule reads only the device's type
+    assert pred.keypoint_job() is not None
+    pred.keypoints_in_workers = False
+    assert pred.keypoint_job() is None
+    pred.device, pred.keypoints_in_workers = torch.device("cpu"), True
+    assert pred.keypoint_job() is not None
