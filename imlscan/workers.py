@@ -1,8 +1,9 @@
 """The decoding processes of ``batch`` and ``eval``: one pool, started the same way for both.
 
-Why single-threaded: the workers also run the keypoint copy-move detector ahead of the network
-(``imlscan.copymove_keypoints.KeypointJob``). Several workers each spreading OpenCV and torch over
-every core would fight over them; one thread each, in parallel across images, is what scales."""
+Why single-threaded: on a GPU the workers also run the keypoint copy-move detector ahead of the
+network (``imlscan.copymove_keypoints.KeypointJob``; on a CPU the main process does, see
+``Predictor.keypoint_job``). Several workers each spreading OpenCV and torch over every core would
+fight over them; one thread each, in parallel across images, is what scales."""
 
 from __future__ import annotations
 

@@ -23,5 +23,5 @@ WORKERS = typer.Option(
     2,
     "--workers",
     min=0,
-    help="Decoding processes; they also run the keypoint copy-move detector (0: the main process).",
+    help="Decoding processes (0: the main process); on a GPU they also run the keypoint copy-move detector.",
 )
