@@ -25,8 +25,8 @@ test: install-test
 	$(PY) -m pytest -q
 
 lint: install-test
-	$(VENV)/bin/ruff check imlscan tests scripts
-	$(VENV)/bin/ruff format --check imlscan tests scripts
+	$(VENV)/bin/ruff check imlscan tests tools
+	$(VENV)/bin/ruff format --check imlscan tests tools
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -17,11 +17,11 @@ _LAZY = {
     "convert_official_checkpoint": "imlscan.models.convert",
     "SparseViT": "imlscan.models.sparsevit",
     "SparseViTConfig": "imlscan.models.sparsevit",
-    "load_model": "imlscan.weights",
-    "save_weights": "imlscan.weights",
-    "scan": "imlscan.predict",
-    "ScanResult": "imlscan.predict",
-    "Predictor": "imlscan.predict",
+    "load_model": "imlscan.weights.store",
+    "save_weights": "imlscan.weights.store",
+    "scan": "imlscan.scanning.predict",
+    "ScanResult": "imlscan.scanning.result",
+    "Predictor": "imlscan.scanning.predict",
     "ImlscanError": "imlscan.errors",
 }
 

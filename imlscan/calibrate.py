@@ -30,9 +30,15 @@ import numpy as np
 import torch
 
 from imlscan.data.datasets import load_dataset
+from imlscan.defaults import DEFAULT_THRESHOLD
 from imlscan.errors import ImlscanError, UsageError
-from imlscan.metrics import DEFAULT_THRESHOLD
-from imlscan.report import SCORE_VERSION
+from imlscan.eval.evaluate import EvalOptions, _image_score_fn, preflight, run_setting
+from imlscan.imageio import load_image
+from imlscan.scanning.copymove import CopyMoveConfig
+from imlscan.scanning.copymove_keypoints import KeypointConfig
+from imlscan.scanning.predict import Predictor
+from imlscan.scanning.result import SCORE_VERSION, image_score
+from imlscan.weights.store import load_model, model_from_file, read_metadata, rewrite_metadata, save_weights
 
 DEFAULT_MAX_AUTHENTIC_FPR = 0.02
 # Keeps the bias finite and a calibration on a degenerate set from silencing the model.
@@ -91,10 +97,6 @@ def measure(
     advance: Callable[[int], None] | None = None,
 ) -> Calibration:
     """Run ``weights`` over ``dataset`` with the paper protocol and find the threshold."""
-    from imlscan.evaluate import EvalOptions, _image_score_fn, preflight, run_setting
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
-
     if max_authentic_fpr is not None and not 0.0 <= max_authentic_fpr <= 1.0:
         raise UsageError(f"--max-authentic-fpr {max_authentic_fpr} is outside [0, 1]")
     # The weights first: the command names them first, so their error is the one to report.
@@ -146,10 +148,6 @@ def measure(
 def reference_scores(model: torch.nn.Module, authentic: list[Any]) -> list[float]:
     """Sorted image scores of ``authentic`` samples as ``imlscan scan`` computes them with ``model``
     (its default mode, the map at the original resolution), thinned to quantiles when many."""
-    from imlscan.imageio import load_image
-    from imlscan.predict import Predictor
-    from imlscan.report import image_score
-
     predictor = Predictor(model)
     scores = np.sort([image_score(predictor.predict_prob(load_image(s.image_path).rgb)) for s in authentic])
     if scores.size > MAX_REFERENCE_SCORES:
@@ -172,8 +170,6 @@ def recompute_references(weights: str | os.PathLike, out: str | os.PathLike, dat
 
     Needed when the file predicts differently (a detector switched on) or when the score's
     definition changed: a rank against references scored another way would mislead."""
-    from imlscan.weights import read_metadata
-
     if Path(weights).resolve() == Path(out).resolve():
         raise UsageError("--out must differ from the input weights", hint="keep the file with the old references")
     calibration = read_metadata(weights).get("calibration")
@@ -194,8 +190,6 @@ def write_references(
     """Score ``authentic`` samples with a calibrated file and write the file, with them as its
     reference scores, to ``out`` (default: in place) in one atomic write; ``dataset``, where they
     came from, is recorded as ``references_dataset`` (without it, the calibration set's)."""
-    from imlscan.weights import load_model, read_metadata, rewrite_metadata
-
     calibration = read_metadata(weights)["calibration"]
     scores = reference_scores(load_model(weights, device="cpu", precision="fp32"), authentic)
     update = {
@@ -216,8 +210,6 @@ def check_output(weights: str | os.PathLike, out: str | os.PathLike) -> None:
 def apply(weights: str | os.PathLike, out: str | os.PathLike, calibration: Calibration) -> Path:
     """Write a copy of ``weights`` whose output bias is shifted by ``calibration.logit_offset``,
     in the same storage dtype, with the calibration recorded in its metadata."""
-    from imlscan.weights import model_from_file, save_weights
-
     check_output(weights, out)
     src, dst = Path(weights), Path(out)
     model, meta = model_from_file(src)
@@ -234,3 +226,57 @@ def _storage_dtype(meta: dict[str, Any]) -> torch.dtype | None:
     """The file's one reduced storage dtype, or None (float32 or mixed storage)."""
     storage = (meta.get("storage_dtype") or "float32").split(",")
     return getattr(torch, storage[0]) if len(storage) == 1 and storage[0] != "float32" else None
+
+
+# --- copy-move detectors' settings ---------------------------------------------------------------
+
+
+def attach_copy_move(
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    config: CopyMoveConfig,
+    note: dict[str, Any] | None = None,
+    references: str | os.PathLike | None = None,
+    keypoints: KeypointConfig | None = None,
+) -> Path:
+    """Write a copy of ``weights`` (tensors unchanged, bit for bit) named after ``out``, whose
+    metadata switches the copy-move fusion on with ``config`` (and the keypoint detector with
+    ``keypoints``, else off); ``note`` records how the settings were chosen.
+
+    With ``references`` (the calibration set), the calibration's authentic reference scores are
+    recomputed with the fusion on, so that ``score_vs_authentic`` compares like with like."""
+    entries: dict[str, Any] = {"copy_move": {**(note or {}), **config.to_dict()}}
+    entries["copy_move_keypoints"] = keypoints.to_dict() if keypoints is not None else None
+    return _attach(weights, out, entries, references)
+
+
+def attach_keypoints(
+    weights: str | os.PathLike,
+    out: str | os.PathLike,
+    config: KeypointConfig,
+    note: dict[str, Any] | None = None,
+    references: str | os.PathLike | None = None,
+) -> Path:
+    """Like ``attach_copy_move``, for the keypoint detector: ``weights`` must already carry the dense
+    matcher's settings, since the keypoint map is fused only when the copy-move fusion is on."""
+    if not read_metadata(weights).get("copy_move"):
+        raise UsageError(f"{weights}: no copy_move settings", hint="attach the dense matcher first")
+    return _attach(weights, out, {"copy_move_keypoints": {**(note or {}), **config.to_dict()}}, references)
+
+
+def _attach(
+    weights: str | os.PathLike, out: str | os.PathLike, entries: dict[str, Any], references: str | os.PathLike | None
+) -> Path:
+    if Path(weights).resolve() == Path(out).resolve():
+        raise UsageError("--out must differ from the input weights", hint="keep the file without the fusion")
+    calibration = read_metadata(weights).get("calibration")
+    authentic = None
+    if references is not None:  # checked before anything is written
+        if not calibration:
+            raise UsageError(f"{weights}: not calibrated, so it has no reference scores to recompute")
+        authentic = authentic_items(references)
+    # A file that predicts differently gets its own name (the file's stem, as save_weights names files).
+    rewrite_metadata(weights, out, {"name": Path(out).stem, **entries})
+    if authentic is not None:
+        write_references(out, authentic, dataset=references)
+    return Path(out)

@@ -83,7 +83,7 @@ def cudnn_enabled(device: torch.device, enabled: bool) -> Iterator[None]:
 
     Inference leaves it off: on an H200 its per-shape set-up made the first scan at each new image
     size take 2-5 s, against 0.05-0.2 s without it, while repeated scans were at most 9% faster
-    with it (README, Performance; ``scripts/first_scan_cause.py``)."""
+    with it (docs/performance.md; ``lab/scripts/first_scan_cause.py``)."""
     if device.type != "cuda" or torch.backends.cudnn.enabled == enabled:
         yield
         return

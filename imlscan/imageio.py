@@ -20,12 +20,10 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imlscan.defaults import DEFAULT_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_bytes, sha256_bytes
 
-# 250 megapixels: above every current camera sensor (200 MP phones), far below the
-# gigapixel headers of decompression bombs. Raise it with --max-pixels / max_pixels=.
-DEFAULT_MAX_PIXELS = 250_000_000
 # Formats PIL may try. A whitelist keeps odd plugins (EPS runs Ghostscript) out of reach of
 # untrusted files; MPO is how PIL names the multi-picture JPEGs many phones write.
 PIL_FORMATS = ("JPEG", "MPO", "PNG", "TIFF", "WEBP", "BMP", "DIB", "GIF", "AVIF", "HEIF", "PPM")

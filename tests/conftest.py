@@ -29,8 +29,31 @@ def tiny_model():
 @pytest.fixture
 def tiny_weights(tmp_path, tiny_model):
     """A real safetensors weights file of the unit-test model, with full metadata."""
-    from imlscan.weights import save_weights
+    from imlscan.weights.store import save_weights
 
     path = tmp_path / "tiny.safetensors"
     save_weights(tiny_model, path, name="tiny-test", variant="sparsevit-test")
     return path
+
+
+@pytest.fixture
+def calib_pairs(tmp_path, rng):
+    """A tiny labelled set (pairs.json): three forgeries with masks of growing size, one authentic."""
+    import json
+
+    from PIL import Image
+
+    root = tmp_path / "calib"
+    root.mkdir()
+    pairs = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / f"im{i}.png")
+        if i < 3:
+            m = np.zeros((48, 64), np.uint8)
+            m[8 : 30 + 4 * i, 10:40] = 255
+            Image.fromarray(m).save(root / f"im{i}_gt.png")
+            pairs.append([f"im{i}.png", f"im{i}_gt.png"])
+        else:
+            pairs.append([f"im{i}.png", "Negative"])
+    (root / "pairs.json").write_text(json.dumps(pairs))
+    return root / "pairs.json"

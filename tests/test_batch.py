@@ -11,7 +11,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from imlscan.batch import (
+from imlscan.cli import app
+from imlscan.errors import UsageError
+from imlscan.imageio import read_prob_png
+from imlscan.scanning.batch import (
     BatchOptions,
     find_images,
     parse_shard,
@@ -19,11 +22,8 @@ from imlscan.batch import (
     select_shard,
     shard_of,
 )
-from imlscan.cli import app
-from imlscan.errors import UsageError
-from imlscan.imageio import read_prob_png
-from imlscan.predict import Predictor
-from imlscan.weights import load_model
+from imlscan.scanning.predict import Predictor
+from imlscan.weights.store import load_model
 
 runner = CliRunner()
 
@@ -130,7 +130,8 @@ def test_batch_outputs_and_failures(tree, tmp_path, predictor):
 
 def test_contact_sheet_says_how_many_photos_a_warning_concerns(tmp_path, predictor, rng):
     """A per-photo caveat (a small image) is counted on the contact sheet, not stated of them all."""
-    from imlscan.predict import SMALL_IMAGE_SIDE, SMALL_IMAGE_WARNING
+    from imlscan.defaults import SMALL_IMAGE_SIDE
+    from imlscan.scanning.predict import SMALL_IMAGE_WARNING
 
     root = tmp_path / "in"
     root.mkdir()

@@ -76,9 +76,9 @@ def test_bench_cudnn_needs_native():
 def test_native_bench_warms_up_at_the_tile_shape(monkeypatch):
     """The first timed size must not pay for the tile shape's first run (kernel selection and
     allocator growth on a GPU): the warm-up has to run a full tile before any timed scan."""
-    from imlscan.bench import run_native_scaling
     from imlscan.models import create_model
-    from imlscan.predict import Predictor
+    from imlscan.scanning.bench import run_native_scaling
+    from imlscan.scanning.predict import Predictor
 
     shapes = []
     real = Predictor.predict_prob
@@ -94,10 +94,11 @@ def test_native_bench_warms_up_at_the_tile_shape(monkeypatch):
 
 
 def test_bench_times_the_copy_move_matcher_as_its_own_stage(tmp_path, rng, tiny_weights):
-    from imlscan.copymove import CopyMoveConfig, attach
+    from imlscan.calibrate import attach_copy_move
+    from imlscan.scanning.copymove import CopyMoveConfig
 
     cm = tmp_path / "cm.safetensors"
-    attach(tiny_weights, cm, CopyMoveConfig(size=64))
+    attach_copy_move(tiny_weights, cm, CopyMoveConfig(size=64))
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(2):
@@ -119,7 +120,7 @@ def test_bench_times_the_copy_move_matcher_as_its_own_stage(tmp_path, rng, tiny_
 
 
 def test_bench_times_the_weights_scan_uses_unless_told_otherwise(tmp_path, rng):
-    from imlscan.weights import load_model
+    from imlscan.weights.store import load_model
 
     Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / "a.png")
     args = ["bench", "--folder", str(tmp_path), "--no-copy-move", "--precision", "fp32", "--json"]

@@ -13,8 +13,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from imlscan.cli import app
-from imlscan.metrics import MetricAccumulator, grid_thresholds, pixel_f1
-from imlscan.report import SCORE_VERSION
+from imlscan.eval.metrics import MetricAccumulator, grid_thresholds, pixel_f1
+from imlscan.scanning.result import SCORE_VERSION
 
 runner = CliRunner()
 
@@ -68,25 +68,12 @@ def test_cap_raises_the_threshold(rng):
 
 
 @pytest.fixture
-def dataset(tmp_path, rng):
-    root = tmp_path / "calib"
-    root.mkdir()
-    pairs = []
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(root / f"im{i}.png")
-        if i < 3:
-            m = np.zeros((48, 64), np.uint8)
-            m[8 : 30 + 4 * i, 10:40] = 255
-            Image.fromarray(m).save(root / f"im{i}_gt.png")
-            pairs.append([f"im{i}.png", f"im{i}_gt.png"])
-        else:
-            pairs.append([f"im{i}.png", "Negative"])
-    (root / "pairs.json").write_text(json.dumps(pairs))
-    return root / "pairs.json"
+def dataset(calib_pairs):
+    return calib_pairs
 
 
 def _logits(path, rgb):
-    from imlscan.weights import load_model
+    from imlscan.weights.store import load_model
 
     model = load_model(path, "cpu")
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
@@ -107,8 +94,8 @@ def _calibrate(src, dataset, out, *extra: str):
 
 
 def test_cli_writes_a_shifted_copy_whose_masks_at_half_are_the_old_masks_at_t(tmp_path, dataset, tiny_weights):
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model, read_metadata
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model, read_metadata
 
     out = tmp_path / "cal.safetensors"
     res = _calibrate(tiny_weights, dataset, out, "--json")
@@ -179,7 +166,7 @@ def test_cli_errors_are_one_line(tmp_path, dataset, tiny_weights):
 def test_authentic_reference_is_what_scan_computes(tmp_path, rng, tiny_model, dtype):
     """The stored reference must be the scores 'imlscan scan' gives the calibrated file (its mode,
     the original resolution, the shifted and re-stored bias), or the percentages mean nothing."""
-    from imlscan.weights import read_metadata, save_weights
+    from imlscan.weights.store import read_metadata, save_weights
 
     src = tmp_path / "tiny.safetensors"
     save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test", dtype=dtype)
@@ -256,7 +243,7 @@ def test_authentic_reference_is_what_scan_computes(tmp_path, rng, tiny_model, dt
 
 
 def test_authentic_rank_counts_strictly_lower_scores():
-    from imlscan.report import authentic_rank
+    from imlscan.scanning.result import authentic_rank
 
     cal = {"authentic_scores": [0.1, 0.2, 0.2, 0.9], "n_authentic": 4, "dataset": "d", "score_version": SCORE_VERSION}
     assert authentic_rank(0.05, cal)["percent_lower"] == 0.0
@@ -269,7 +256,7 @@ def test_authentic_rank_counts_strictly_lower_scores():
 
 def test_upfront_precision_note_agrees_with_the_per_scan_warning():
     """The note a batch prints before scanning must say what each scan's warning says."""
-    from imlscan.report import authentic_rank, precision_mismatch_warning, rank_precision_note
+    from imlscan.scanning.result import authentic_rank, precision_mismatch_warning, rank_precision_note
 
     old = {"authentic_scores": [0.1, 0.9], "score_version": SCORE_VERSION}  # before reference_precision: fp32
     bf16_ref = {"authentic_scores": [0.1, 0.9], "reference_precision": "bf16", "score_version": SCORE_VERSION}
@@ -327,35 +314,13 @@ def test_scan_at_another_precision_than_the_reference_is_marked(tmp_path, datase
     assert "approximate" not in runner.invoke(app, base).stderr
 
 
-def test_precision_agreement_script_reports_rank_drift_only_with_a_reference(tmp_path, dataset, tiny_weights):
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parent.parent / "scripts" / "precision_agreement.py"
-    out = tmp_path / "cal.safetensors"
-    assert _calibrate(tiny_weights, dataset, out).exit_code == 0
-
-    def run(weights):
-        cmd = [sys.executable, str(script), str(dataset), "--weights", str(weights)]
-        return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-
-    cal = run(out)
-    assert cal["images"] == 4
-    assert cal["fast_vs_plain_fp32_max_abs_prob_diff"] < 1e-4
-    assert 0.0 <= cal["bf16_vs_fp32_score_abs_diff_mean"] <= cal["bf16_vs_fp32_score_abs_diff_max"] <= 1.0
-    drift = cal["bf16_vs_fp32_authentic_rank_points_diff"]
-    assert 0.0 <= drift["mean"] <= drift["p95"] <= drift["max"] <= 100.0
-    assert run(tiny_weights)["bf16_vs_fp32_authentic_rank_points_diff"] is None
-
-
 def test_references_of_an_older_score_give_no_rank_until_recomputed(tmp_path, dataset, tiny_weights):
     """A file whose references were scored with the earlier score definition (no score_version)
     gets no score_vs_authentic and a warning naming the fix; 'weights references' rescored
     them with today's score, tensors untouched, and the rank comes back."""
     from safetensors.torch import load_file
 
-    from imlscan.weights import read_metadata, rewrite_metadata
+    from imlscan.weights.store import read_metadata, rewrite_metadata
 
     cal = tmp_path / "cal.safetensors"
     assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
@@ -403,8 +368,8 @@ def test_eval_ranks_each_score_against_the_references_as_a_scan_does(tmp_path, d
     and 95%; uncalibrated weights, another protocol or references of an older score give none."""
     import csv
 
-    from imlscan.report import authentic_rank
-    from imlscan.weights import read_metadata, rewrite_metadata
+    from imlscan.scanning.result import authentic_rank
+    from imlscan.weights.store import read_metadata, rewrite_metadata
 
     cal = tmp_path / "cal.safetensors"
     assert _calibrate(tiny_weights, dataset, cal).exit_code == 0
@@ -481,7 +446,7 @@ def test_eval_ranks_a_set_of_forgeries_alone(tmp_path, dataset, tiny_weights):
 def test_references_from_another_set_are_named_and_counted_apart_from_the_calibration(tmp_path, dataset, tiny_weights):
     """References recomputed from a set of authentic photos alone: the rank names that set and
     counts its photos, while the calibration's own numbers (its set, its authentic count) stay."""
-    from imlscan.weights import read_metadata
+    from imlscan.weights.store import read_metadata
 
     cal = tmp_path / "cal.safetensors"
     assert _calibrate(tiny_weights, dataset, cal).exit_code == 0

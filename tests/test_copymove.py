@@ -12,9 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, attach, config_of
-from imlscan.copymove_keypoints import KeypointConfig
+from imlscan.calibrate import attach_copy_move
 from imlscan.errors import ImlscanError, UsageError
+from imlscan.scanning.copymove import CopyMoveConfig, CopyMoveMatcher, agreement_evidence, config_of
+from imlscan.scanning.copymove_keypoints import KeypointConfig
 
 SIZE = 128
 
@@ -91,10 +92,10 @@ def test_config_round_trips_ignores_notes_and_rejects_bad_values():
 def test_attach_keeps_the_tensors_bit_for_bit_and_records_the_settings(tiny_weights, tmp_path):
     from safetensors.torch import load_file
 
-    from imlscan.weights import load_model, read_metadata, verify_weights
+    from imlscan.weights.store import load_model, read_metadata, verify_weights
 
     out = tmp_path / "cm.safetensors"
-    attach(tiny_weights, out, CopyMoveConfig(size=64, threshold=0.5), note={"selected_on": "x"})
+    attach_copy_move(tiny_weights, out, CopyMoveConfig(size=64, threshold=0.5), note={"selected_on": "x"})
     before, after = load_file(str(tiny_weights)), load_file(str(out))
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     meta = read_metadata(out)
@@ -104,15 +105,15 @@ def test_attach_keeps_the_tensors_bit_for_bit_and_records_the_settings(tiny_weig
     verify_weights(out)
     assert config_of(load_model(out, "cpu").weights_info.metadata) == CopyMoveConfig(size=64, threshold=0.5)
     with pytest.raises(UsageError):
-        attach(out, out, CopyMoveConfig())
+        attach_copy_move(out, out, CopyMoveConfig())
 
 
 def test_the_predictor_fuses_as_the_file_says_and_the_caller_can_override(tiny_weights, tmp_path):
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     out = tmp_path / "cm.safetensors"
-    attach(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
+    attach_copy_move(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
     rgb, mask = _copy_moved(64, 66)
     rgb = cv2.resize(rgb, (160, 144), interpolation=cv2.INTER_LINEAR)  # not the model's size
     model = load_model(out, "cpu")
@@ -138,11 +139,11 @@ def test_the_predictor_fuses_as_the_file_says_and_the_caller_can_override(tiny_w
 
 
 def test_native_and_tiled_maps_are_fused_at_full_resolution(tiny_weights, tmp_path):
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     out = tmp_path / "cm.safetensors"
-    attach(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
+    attach_copy_move(tiny_weights, out, CopyMoveConfig(size=SIZE, radius=1, threshold=0.5))
     rgb, mask = _copy_moved(64, 66)
     rgb = cv2.resize(rgb, (256, 256), interpolation=cv2.INTER_LINEAR)
     mask = cv2.resize(mask.astype(np.uint8), (256, 256), interpolation=cv2.INTER_NEAREST).astype(bool)
@@ -156,10 +157,10 @@ def test_native_and_tiled_maps_are_fused_at_full_resolution(tiny_weights, tmp_pa
 
 
 def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_path):
-    from imlscan.batch import settings_key
-    from imlscan.predict import Predictor
-    from imlscan.report import SCORE_VERSION
-    from imlscan.weights import load_model
+    from imlscan.scanning.batch import settings_key
+    from imlscan.scanning.predict import Predictor
+    from imlscan.scanning.result import SCORE_VERSION
+    from imlscan.weights.store import load_model
 
     model = load_model(tiny_weights, "cpu")
     pred = Predictor(model, copy_move=False)
@@ -169,7 +170,7 @@ def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_p
     # without the fusion the key has no copy-move entry; it names the score's version, so records
     # written with the earlier score (keys without it) are scanned again on resume
     older = {
-        "schema": "imlscan.batch/1",
+        "schema": "imlscan.scanning.batch/1",
         "weights": model.weights_info.sha256,
         "mode": "resize",
         "size": 512,
@@ -191,8 +192,8 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     from typer.testing import CliRunner
 
     from imlscan.cli import app
-    from imlscan.copymove_keypoints import keypoint_config_of
-    from imlscan.weights import read_metadata, resolve_weights, save_weights
+    from imlscan.scanning.copymove_keypoints import keypoint_config_of
+    from imlscan.weights.store import read_metadata, resolve_weights, save_weights
 
     runner = CliRunner()
     with torch.no_grad():
@@ -241,7 +242,7 @@ def test_cli_switches_the_fusion_on_in_a_copy_and_scans_follow_it_unless_told_ot
     assert abs(centres[0][0] - 32) <= 8 and abs(centres[1][0] - 96) <= 8  # source at 8-56, copy at 72-120
     html = runner.invoke(app, ["scan", str(img), "--out", str(tmp_path / "h"), "-w", str(out), "--html"])
     assert html.exit_code == 0 and "<th>copy-move detectors</th>" in (tmp_path / "h" / "photo.html").read_text()
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     for fast, cost in ((True, "0.6 s"), (False, "1 s")):  # the cost note follows the matcher's prefilter
         monkeypatch.setattr(cm, "bf16_prefilter_ok", lambda fast=fast: fast)
@@ -259,14 +260,14 @@ def test_eval_measures_the_fused_map_and_records_the_settings(tmp_path, tiny_mod
     from typer.testing import CliRunner
 
     from imlscan.cli import app
-    from imlscan.weights import save_weights
+    from imlscan.weights.store import save_weights
 
     with torch.no_grad():
         tiny_model.head.classifier.bias.fill_(-20.0)
     src = tmp_path / "w.safetensors"
     save_weights(tiny_model, src, name="tiny-test", variant="sparsevit-test")
     out = tmp_path / "cm.safetensors"
-    attach(src, out, CopyMoveConfig(size=128, radius=1, threshold=0.5))
+    attach_copy_move(src, out, CopyMoveConfig(size=128, radius=1, threshold=0.5))
     rgb, mask = _copy_moved(64, 66)
     Image.fromarray(rgb).save(tmp_path / "c.png")
     Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "c_gt.png")
@@ -285,18 +286,20 @@ def test_eval_measures_the_fused_map_and_records_the_settings(tmp_path, tiny_mod
 def test_attach_recomputes_the_reference_scores_and_checks_the_set_before_writing(tiny_weights, tmp_path):
     from PIL import Image
 
-    from imlscan.weights import read_metadata, rewrite_metadata
+    from imlscan.weights.store import read_metadata, rewrite_metadata
 
     calibrated = tmp_path / "cal.safetensors"
     rewrite_metadata(tiny_weights, calibrated, {"calibration": {"threshold": 0.4, "authentic_scores": [-1.0]}})
     out = tmp_path / "cm.safetensors"
     with pytest.raises(ImlscanError):  # no such set: nothing written
-        attach(calibrated, out, CopyMoveConfig(size=64), references=tmp_path / "missing.json")
+        attach_copy_move(calibrated, out, CopyMoveConfig(size=64), references=tmp_path / "missing.json")
     assert not out.exists()
     rgb, _ = _copy_moved(64, 66)
     Image.fromarray(rgb).save(tmp_path / "a.png")
     (tmp_path / "pairs.json").write_text(json.dumps([["a.png", "Negative"]]))
-    attach(calibrated, out, CopyMoveConfig(size=128, radius=1, threshold=0.5), references=tmp_path / "pairs.json")
+    attach_copy_move(
+        calibrated, out, CopyMoveConfig(size=128, radius=1, threshold=0.5), references=tmp_path / "pairs.json"
+    )
     cal = read_metadata(out)["calibration"]
     assert cal["threshold"] == 0.4 and len(cal["authentic_scores"]) == 1 and 0.0 <= cal["authentic_scores"][0] <= 1.0
 
@@ -304,7 +307,7 @@ def test_attach_recomputes_the_reference_scores_and_checks_the_set_before_writin
 def test_the_cpu_block_search_gives_the_row_search_exactly_ties_and_exclusions_included(monkeypatch):
     """The CPU path searches cache-sized blocks; it must pick the same value and the same key,
     the first one on ties, as the whole-row search the GPU uses (and v19 was selected with)."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     g = torch.Generator().manual_seed(0)
     keys = torch.randint(-3, 4, (50, 8), generator=g).float()  # small integers: every product exact
@@ -329,7 +332,7 @@ def test_the_block_search_excludes_a_key_on_either_side_of_a_block_boundary(monk
     """Blocks are searched for exclusions only where the chunk's excluded keys lie; a query whose
     one excluded key is its own exact copy, at a block's first or last index, must still not
     match it."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     g = torch.Generator().manual_seed(1)
     keys = torch.randint(-3, 4, (50, 8), generator=g).float()
@@ -367,7 +370,7 @@ def test_the_bf16_prefilter_gives_the_fp32_search_exactly_where_bf16_alone_would
     """The prefilter decides in bf16 which blocks can hold the best match and searches only those
     in fp32. Near-ties that bf16 cannot resolve must still come out as the fp32 search has them,
     value for value and index for index, without falling back to the plain search."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 16)
     monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 1024)
@@ -390,7 +393,7 @@ def test_the_bf16_prefilter_gives_the_fp32_search_exactly_where_bf16_alone_would
 def test_the_prefilter_hands_mostly_flat_images_to_the_plain_search(monkeypatch):
     """Flat patches' similarities are all alike, so nothing can be pruned: an image of mostly flat
     patches runs the plain search (same result) instead of paying for the bf16 pass too."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 16)
     monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 1024)
@@ -408,7 +411,7 @@ def test_the_prefilter_hands_mostly_flat_images_to_the_plain_search(monkeypatch)
 def test_the_prefilter_is_used_only_where_bf16_is_native_and_within_its_error_bound(monkeypatch):
     """Emulated bf16 is slower than fp32, and a torch whose bf16 products stray past the bound
     would break the exactness argument: either way the plain search stays."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     monkeypatch.setattr(cm, "cpu_has_native_bf16", lambda: True)
     cm.bf16_prefilter_ok.cache_clear()
@@ -427,7 +430,7 @@ def test_the_prefilter_is_used_only_where_bf16_is_native_and_within_its_error_bo
 
 def test_the_matcher_finds_the_same_matches_with_and_without_the_prefilter(monkeypatch):
     """End to end on an image with a copied block: best ZNCC and offsets identical either way."""
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
 
     rgb, _ = _copy_moved(24, 40)
     x = _normalized(rgb)
@@ -446,7 +449,7 @@ def test_env_reports_whether_the_matcher_runs_its_prefilter(monkeypatch):
     prefilter."""
     from typer.testing import CliRunner
 
-    import imlscan.copymove as cm
+    import imlscan.scanning.copymove as cm
     from imlscan.cli import app
 
     monkeypatch.setattr(cm, "cpu_has_native_bf16", lambda: False)

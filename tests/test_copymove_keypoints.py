@@ -11,8 +11,10 @@ import pytest
 import torch
 from helpers import lookalike_copy, multiscale_photo, transformed_copy
 
-from imlscan.copymove import CopyMoveConfig, CopyMoveMatcher, attach, attach_keypoints, matcher_for
-from imlscan.copymove_keypoints import (
+from imlscan.calibrate import attach_copy_move, attach_keypoints
+from imlscan.errors import UsageError
+from imlscan.scanning.copymove import CopyMoveConfig, CopyMoveMatcher, matcher_for
+from imlscan.scanning.copymove_keypoints import (
     KeypointConfig,
     KeypointMatcher,
     _ratio_matches,
@@ -21,7 +23,6 @@ from imlscan.copymove_keypoints import (
     local_zncc,
     ransac_affine,
 )
-from imlscan.errors import UsageError
 
 SIZE = 256
 
@@ -126,7 +127,7 @@ def test_verification_keeps_the_exact_copy_and_drops_the_lookalike_on_either_tes
 
 
 def test_fit_error_is_the_median_distance_of_the_inliers_from_the_transform():
-    from imlscan.copymove_keypoints import Transform
+    from imlscan.scanning.copymove_keypoints import Transform
 
     m = np.array([[0.0, -1.0, 100.0], [1.0, 0.0, 5.0]])  # a quarter turn and a shift
     src = np.array([[0, 0], [10, 0], [0, 10], [20, 20], [5, 5]], np.float64)
@@ -160,12 +161,12 @@ def test_config_round_trips_and_rejects_bad_values():
 def test_weights_files_switch_the_detector_on_and_reports_record_it(tiny_weights, tmp_path):
     from safetensors.torch import load_file
 
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model, read_metadata
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model, read_metadata
 
     with pytest.raises(UsageError):  # the keypoint map is fused only with the dense matcher on
         attach_keypoints(tiny_weights, tmp_path / "kp.safetensors", KeypointConfig())
-    dense = attach(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
+    dense = attach_copy_move(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
     both = attach_keypoints(
         dense, tmp_path / "kp.safetensors", KeypointConfig(min_inliers=5), note={"selected_on": "x"}
     )
@@ -211,7 +212,7 @@ def test_the_dense_matcher_alone_keeps_its_old_settings_record():
 def test_pixels_a_transform_barely_moves_are_never_compared():
     """Near a rotation's centre a pixel is compared with its own neighbourhood, which always
     correlates: those pixels (moved less than min_shift) are left out."""
-    from imlscan.copymove_keypoints import _far
+    from imlscan.scanning.copymove_keypoints import _far
 
     shift = np.array([[1.0, 0.0, 30.0], [0.0, 1.0, 0.0]])
     assert _far(shift, 50, 60, 24.0).all() and not _far(shift, 50, 60, 31.0).any()
@@ -223,7 +224,7 @@ def test_pixels_a_transform_barely_moves_are_never_compared():
 
 
 def test_the_map_follows_how_well_the_copy_correlates_and_never_dips_below_the_floor():
-    from imlscan.copymove_keypoints import FLOOR
+    from imlscan.scanning.copymove_keypoints import FLOOR
 
     rgb, source, copy = _forged(25, 1.1, False)
     degraded = rgb.copy()  # the copy JPEG-compressed at quality 70: still found, correlating less
@@ -236,14 +237,14 @@ def test_the_map_follows_how_well_the_copy_correlates_and_never_dips_below_the_f
 
 
 def _weights_with_keypoints(tiny_weights, tmp_path):
-    dense = attach(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
+    dense = attach_copy_move(tiny_weights, tmp_path / "cm.safetensors", CopyMoveConfig(size=SIZE))
     return attach_keypoints(dense, tmp_path / "kp.safetensors", KeypointConfig(min_inliers=5))
 
 
 def test_a_map_computed_ahead_is_the_one_the_predictor_fuses(tiny_weights, tmp_path):
-    from imlscan.copymove_keypoints import map_ahead
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.scanning.copymove_keypoints import map_ahead
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     pred = Predictor(load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu"), mode="resize", size=64)
     rgb, _, copy = _forged(25, 1.1, False)
@@ -267,11 +268,11 @@ def test_a_map_computed_ahead_is_the_one_the_predictor_fuses(tiny_weights, tmp_p
 def test_batch_and_eval_workers_give_the_maps_of_the_main_process(tiny_weights, tmp_path, monkeypatch):
     """Spawned decoding workers compute the keypoint maps; the outputs equal those of a run that
     decodes and detects in the main process, byte for byte."""
-    from imlscan.batch import BatchOptions, run_batch
     from imlscan.data.datasets import load_dataset
-    from imlscan.evaluate import EvalOptions, evaluate_dataset
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.eval.evaluate import EvalOptions, evaluate_dataset
+    from imlscan.scanning.batch import BatchOptions, run_batch
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -295,7 +296,7 @@ def test_batch_and_eval_workers_give_the_maps_of_the_main_process(tiny_weights, 
         monkeypatch.setattr(KeypointMatcher, "prob_map", main_process_must_not_detect if workers else real_map)
         out = tmp_path / f"batch{workers}"
         opts = BatchOptions(out_dir=out, globs=["f?.png"], workers=workers, batch_size=2, overlay=False, prob=True)
-        run_batch(folder, pred, opts, progress=False)
+        run_batch(folder, pred, opts)
         maps[workers] = sorted((p.name, p.read_bytes()) for p in out.rglob("*.prob.png"))
     assert len(maps[0]) == 3 and maps[0] == maps[2]
     rows = {}
@@ -313,7 +314,7 @@ def test_runs_switch_the_keypoint_detector_apart_from_the_dense_matcher(tiny_wei
     from typer.testing import CliRunner
 
     from imlscan.cli import app
-    from imlscan.weights import load_model
+    from imlscan.weights.store import load_model
 
     both = _weights_with_keypoints(tiny_weights, tmp_path)
     dense_only = tmp_path / "cm.safetensors"  # written beside it by the helper
@@ -386,8 +387,8 @@ def test_the_keypoint_detector_goes_to_the_workers_on_a_gpu_only_unless_told(tin
     on a GPU the main process is free while they detect."""
     import torch
 
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     pred = Predictor(load_model(_weights_with_keypoints(tiny_weights, tmp_path), "cpu"), mode="resize", size=64)
     assert pred.keypoint_job() is None

@@ -12,9 +12,10 @@ import torch
 from helpers import textured_photo
 from PIL import Image
 
-from imlscan.predict import Predictor
-from imlscan.train import TrainConfig, train
-from imlscan.weights import load_model
+from imlscan.scanning.predict import Predictor
+from imlscan.train.config import TrainConfig
+from imlscan.train.trainer import train
+from imlscan.weights.store import load_model
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 

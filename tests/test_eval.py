@@ -13,9 +13,8 @@ from sklearn.metrics import f1_score, roc_auc_score
 from typer.testing import CliRunner
 
 from imlscan.cli import app
-from imlscan.cli.eval_cmd import DEFAULT_TILE
 from imlscan.errors import UsageError
-from imlscan.evaluate import METRIC_NAMES, parse_gates
+from imlscan.eval.evaluate import METRIC_NAMES, parse_gates
 
 runner = CliRunner()
 
@@ -85,8 +84,8 @@ def test_eval_end_to_end_outputs_and_gate(tmp_path, dataset, tiny_weights):
 
 def test_eval_numbers_match_an_independent_computation(tmp_path, dataset, tiny_weights):
     """Paper protocol by hand: resize to 512 (bilinear), mask to 512 (nearest), sklearn metrics."""
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model
 
     out = tmp_path / "o"
     res = _eval(dataset, "--weights", tiny_weights, "--out", out, "--threshold", "0.5")
@@ -164,17 +163,11 @@ def test_undefined_gate_metric_fails_the_gate(tmp_path, dataset, tiny_weights):
     assert res.exit_code == 3 and "undefined" in res.stderr
 
 
-def test_cli_tile_default_matches_predictor():
-    from imlscan.predict import DEFAULT_TILE as PREDICT_TILE
-
-    assert DEFAULT_TILE == PREDICT_TILE
-
-
 def test_python_api_and_untrained_model_warning(tmp_path, dataset):
     from imlscan.data import load_dataset
-    from imlscan.evaluate import EvalOptions, evaluate_dataset
-    from imlscan.predict import Predictor
-    from imlscan.weights import untrained_model
+    from imlscan.eval.evaluate import EvalOptions, evaluate_dataset
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import untrained_model
 
     model, info = untrained_model("sparsevit-test")
     model.weights_info = info

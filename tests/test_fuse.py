@@ -68,7 +68,7 @@ def test_bf16_masks_agree_with_fp32():
 
 
 def test_predictor_fast_path_equals_plain_path(rng):
-    from imlscan.predict import Predictor
+    from imlscan.scanning.predict import Predictor
 
     m = _trained_looking("sparsevit-test")
     img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)

@@ -15,11 +15,12 @@ import torch
 from hubserver import FakeHub
 from typer.testing import CliRunner
 
-from imlscan import hub, weights
 from imlscan.cli import app
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.models import create_model
-from imlscan.weights import load_model, save_weights
+from imlscan.weights import hub
+from imlscan.weights import store as weights
+from imlscan.weights.store import load_model, save_weights
 
 REPO = "imlscan-test/tiny"
 C1, C2 = "1" * 40, "2" * 40

@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from imlscan import metrics as M
+from imlscan.eval import metrics as M
 
 
 def _cases(rng, n=6):
@@ -189,7 +189,7 @@ def test_image_level_metrics_match_sklearn(rng):
 def test_flag_everything_baseline_matches_sklearn_and_is_reported():
     from sklearn.metrics import f1_score
 
-    from imlscan.metrics import MetricAccumulator, flag_all_f1
+    from imlscan.eval.metrics import MetricAccumulator, flag_all_f1
 
     rng = np.random.default_rng(3)
     masks = [rng.random((20, 30)) < a for a in (0.05, 0.5)]

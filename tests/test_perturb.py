@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from imlscan.cli import app
 from imlscan.errors import UsageError
-from imlscan.perturb import GRAMMAR, Perturbation, Step, parse_perturbation, parse_perturbations
+from imlscan.eval.perturb import GRAMMAR, Perturbation, Step, parse_perturbation, parse_perturbations
 
 runner = CliRunner()
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from imlscan.imageio import decode_bytes, encode_png, read_mask_png, read_prob_png
-from imlscan.predict import UNTRAINED_WARNING, Predictor, build_result
-from imlscan.report import (
+from imlscan.scanning.predict import UNTRAINED_WARNING, Predictor, build_result
+from imlscan.scanning.report import (
     HOW_TO_READ,
     OUTLINE_RGB,
     render_contact_sheet,
@@ -23,7 +23,7 @@ from imlscan.report import (
     thumbnail_jpeg,
     write_outputs,
 )
-from imlscan.weights import load_model
+from imlscan.weights.store import load_model
 
 
 @pytest.fixture
@@ -64,8 +64,8 @@ def test_overlay_heat_and_outline(photo):
 
 
 def test_overlay_labels_the_copy_move_detectors_regions_as_duplicates():
-    from imlscan.predict import Region
-    from imlscan.report import DUPLICATE_RGB
+    from imlscan.scanning.report import DUPLICATE_RGB
+    from imlscan.scanning.result import Region
 
     photo = np.full((90, 120, 3), 128, np.uint8)  # grey: no magenta pixel by chance
     prob = blob_prob()

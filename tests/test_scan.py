@@ -14,21 +14,18 @@ from typer.testing import CliRunner
 import imlscan
 from imlscan.cli import app
 from imlscan.errors import UsageError
-from imlscan.predict import (
-    DEFAULT_OVERLAP,
-    DEFAULT_TILE,
+from imlscan.scanning.predict import (
     SMALL_IMAGE_SIDE,
     SMALL_IMAGE_WARNING,
     TILE_ALIGN,
     UNTRAINED_WARNING,
     Predictor,
-    ScanResult,
     blend_weights,
     scan,
     tile_spans,
 )
-from imlscan.report import find_regions, image_score
-from imlscan.weights import WeightsInfo, load_model
+from imlscan.scanning.result import ScanResult, find_regions, image_score
+from imlscan.weights.store import WeightsInfo, load_model
 
 
 class ConstantModel(torch.nn.Module):
@@ -129,14 +126,6 @@ def test_real_model_tiled_native(tiny, rng):
 def test_bad_tiling_options(tiny, tile, overlap):
     with pytest.raises(UsageError):
         Predictor(tiny, mode="native", tile=tile, overlap=overlap)
-
-
-def test_cli_defaults_match_library():
-    from imlscan.cli import scan_cmd
-    from imlscan.imageio import DEFAULT_MAX_PIXELS
-
-    assert (scan_cmd.DEFAULT_TILE, scan_cmd.DEFAULT_OVERLAP) == (DEFAULT_TILE, DEFAULT_OVERLAP)
-    assert scan_cmd.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS
 
 
 # --- scan() ---------------------------------------------------------------------------------------

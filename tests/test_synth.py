@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from imlscan.cli import app
+from imlscan.data.augment import AugmentConfig, augment_real
 from imlscan.data.synth import (
     SynthConfig,
     SynthGenerator,
@@ -20,7 +21,7 @@ from imlscan.data.synth import (
     rescale_host,
     split_hosts,
 )
-from imlscan.data.transforms import AugmentConfig, PostConfig, apply_chain, augment_real, resize_mask, sample_chain
+from imlscan.data.transforms import PostConfig, apply_chain, resize_mask, sample_chain
 from imlscan.errors import ImlscanError
 
 runner = CliRunner()

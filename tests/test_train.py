@@ -17,18 +17,13 @@ from typer.testing import CliRunner
 from imlscan.cli import app
 from imlscan.device import cpu_has_native_bf16
 from imlscan.errors import ImlscanError, UsageError
-from imlscan.train import (
-    MAX_BAD_STEPS_IN_A_ROW,
-    StepSampler,
-    TrainConfig,
+from imlscan.train.config import MAX_BAD_STEPS_IN_A_ROW, TrainConfig, load_run_config
+from imlscan.train.stream import StepSampler, TrainStream, build_sources, parse_synth_spec
+from imlscan.train.trainer import (
     Trainer,
-    TrainStream,
     apply_update,
-    build_sources,
-    load_run_config,
     lr_at,
     param_groups,
-    parse_synth_spec,
     selection_score,
     sizing_window_done,
     train,
@@ -119,7 +114,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, hosts):
 
 
 def test_weight_average_moves_a_fixed_fraction_and_copies_counters(tiny_model):
-    from imlscan.ema import WeightAverage
+    from imlscan.train.ema import WeightAverage
 
     avg = WeightAverage(tiny_model, 0.75)
     before = {k: v.clone() for k, v in avg.state_dict().items()}
@@ -189,8 +184,8 @@ def test_ema_without_validation_exports_the_average(tmp_path, one_pair):
 
 def test_export_loads_in_load_model_and_predictor(tmp_path, hosts):
     from imlscan.device import device_name
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model, read_metadata
+    from imlscan.scanning.predict import Predictor
+    from imlscan.weights.store import load_model, read_metadata
 
     run = tmp_path / "exp"
     summary = train(
@@ -253,7 +248,7 @@ def test_schedule_sizing_waits_for_steady_speed():
 def test_a_time_budget_sizes_the_schedule_once_the_window_is_done(tmp_path, one_pair, monkeypatch):
     """The loop asks sizing_window_done and sizes the cosine from the steps it timed (a short window
     here: the real one needs seconds of training)."""
-    import imlscan.train as train_mod
+    import imlscan.train.trainer as train_mod
 
     monkeypatch.setattr(train_mod, "SIZING_STEPS", (1, 3))
     monkeypatch.setattr(train_mod, "SIZING_WINDOW", (0.0, 0.0))
@@ -272,7 +267,7 @@ def test_a_time_sized_cosine_is_refitted_at_each_validation(tmp_path, one_pair, 
     """The first sizing can be far off (on an H200 the first validation cost 4x the later ones and
     the cosine ended 18% early); each validation re-fits the cosine to the time left, so it ends
     near the end of the run instead of at a step the run passes long before."""
-    import imlscan.train as train_mod
+    import imlscan.train.trainer as train_mod
 
     monkeypatch.setattr(train_mod, "SIZING_STEPS", (1, 3))
     monkeypatch.setattr(train_mod, "SIZING_WINDOW", (0.0, 0.0))
@@ -435,7 +430,7 @@ def test_a_non_finite_gradient_is_skipped_not_applied(tiny_model):
 
 
 def test_a_diverged_model_stops_the_run_with_a_clear_error(tmp_path, one_pair, tiny_model):
-    from imlscan.weights import save_weights
+    from imlscan.weights.store import save_weights
 
     with torch.no_grad():
         next(tiny_model.parameters()).fill_(math.nan)  # every loss and gradient is NaN from step 1
@@ -500,9 +495,9 @@ def test_cli_train_resume_and_errors(tmp_path, hosts):
 
 _RECORDING_LAUNCHER = """
 import json, os, sys
-import imlscan.train as t
+import imlscan.train.trainer as t
 
-real = t._mean_over_ranks
+real = t.mean_over_ranks
 
 
 def recording(window, keys, device):
@@ -512,7 +507,7 @@ def recording(window, keys, device):
     return out
 
 
-t._mean_over_ranks = recording
+t.mean_over_ranks = recording
 from imlscan.cli import main
 
 sys.argv = ["imlscan", *sys.argv[1:]]
@@ -563,7 +558,7 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
         assert a["in"]["loss"] != b["in"]["loss"]  # the shards differ, so averaging matters
         pooled = (a["in"]["loss"] + b["in"]["loss"]) / (a["in"]["ok"] + b["in"]["ok"])
         assert losses[step] == pytest.approx(pooled, abs=2e-6)
-    from imlscan.weights import load_model
+    from imlscan.weights.store import load_model
 
     assert load_model(run / "best.safetensors", device="cpu").weights_info.trained
 
@@ -571,11 +566,11 @@ def test_two_processes_under_torchrun_train_together(tmp_path, hosts):
 _MEAN_OVER_RANKS = """
 import json, sys
 import torch, torch.distributed as dist
-from imlscan.train import _mean_over_ranks
+from imlscan.train.dist import mean_over_ranks
 rank, store = int(sys.argv[1]), sys.argv[2]
 dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
 window = {"ok": [3, 1][rank], "loss": [3.0, 5.0][rank], "bce": [1.5, 0.5][rank], "dice": 0.0, "n": 9}
-print(json.dumps(_mean_over_ranks(window, ("ok", "loss", "bce", "dice"), torch.device("cpu"))))
+print(json.dumps(mean_over_ranks(window, ("ok", "loss", "bce", "dice"), torch.device("cpu"))))
 dist.destroy_process_group()
 """
 
@@ -611,7 +606,7 @@ def test_init_grows_a_model_into_the_duplication_cue(tmp_path, one_pair, tiny_we
     )
     assert summary["model"] == "sparsevit-test-dup"
     assert "grew sparsevit-test into sparsevit-test-dup: 4 new tensors" in (run / "train.log").read_text()
-    from imlscan.weights import model_from_file
+    from imlscan.weights.store import model_from_file
 
     model, meta = model_from_file(run / "best.safetensors")
     assert meta["variant"] == "sparsevit-test-dup" and model.head.dup is not None
@@ -622,7 +617,7 @@ def test_init_grows_a_model_into_the_duplication_cue(tmp_path, one_pair, tiny_we
 
 
 def test_frozen_stages_keep_weights_and_batchnorm_statistics(tmp_path, one_pair, tiny_weights):
-    from imlscan.weights import model_from_file
+    from imlscan.weights.store import model_from_file
 
     run = tmp_path / "frozen"
     train(_cfg(tmp_path, "frozen", [str(one_pair)], model=None, init=str(tiny_weights), max_steps=3, freeze_stages=2))

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from imlscan.cli import app
 from imlscan.errors import ImlscanError
 from imlscan.models import create_model
-from imlscan.weights import (
+from imlscan.weights.store import (
     PROVENANCE_FIELDS,
     build_metadata,
     default_status,
@@ -168,7 +168,7 @@ def test_inspection_reads_a_weights_value_as_scan_does(spec, tmp_path, monkeypat
     """`weights info/verify` (never downloads) and `scan --weights` (may download) share one
     reading of the value: the same error class and message, never a different interpretation
     (an empty value once made `info` inspect the current folder)."""
-    from imlscan.weights import local_target, locate_weights
+    from imlscan.weights.store import local_target, locate_weights
 
     monkeypatch.chdir(tmp_path)
     errors = []

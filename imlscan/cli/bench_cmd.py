@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from imlscan.cli import options
 from imlscan.cli.app import app, err_console, stdout_json
 
 
@@ -26,7 +27,7 @@ def bench(
     size: int = typer.Option(512, "--size", help="Square input size in pixels."),
     batch: str = typer.Option("1", "--batch", help="Comma-separated batch sizes, e.g. 1,8,32."),
     precision: str = typer.Option("fp32,bf16", "--precision", help="Comma-separated: fp32, bf16, fp16, auto."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    device: str = options.DEVICE,
     compile: bool = typer.Option(False, "--compile", help="Also torch.compile the fast path (cached on disk)."),
     iters: int = typer.Option(10, "--iters", min=1, help="Timed iterations per setting."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed warm-up iterations per setting."),
@@ -65,10 +66,10 @@ def bench(
     """
     import torch
 
-    from imlscan.bench import parse_int_list, run_benchmark, run_end_to_end, run_native_scaling
     from imlscan.errors import UsageError
     from imlscan.models import create_model
-    from imlscan.weights import load_model
+    from imlscan.scanning.bench import parse_int_list, run_benchmark, run_end_to_end, run_native_scaling
+    from imlscan.weights.store import load_model
 
     if cudnn and not native:
         raise UsageError("--cudnn applies to --native scans only", hint="e.g. imlscan bench --native 1,12 --cudnn")

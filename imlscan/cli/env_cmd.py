@@ -16,10 +16,10 @@ def collect_env() -> dict:
     import torch
     from huggingface_hub import constants as hf_constants
 
-    from imlscan.copymove import bf16_prefilter_ok
     from imlscan.device import cpu_has_native_bf16, resolve_device
-    from imlscan.hub import hub_cache_dir, hub_endpoint, offline_mode
-    from imlscan.weights import default_weights_path
+    from imlscan.scanning.copymove import bf16_prefilter_ok
+    from imlscan.weights.hub import hub_cache_dir, hub_endpoint, offline_mode
+    from imlscan.weights.store import default_weights_path
 
     cuda = torch.cuda.is_available()
     return {
@@ -34,7 +34,7 @@ def collect_env() -> dict:
         "default_device": str(resolve_device("auto")),
         "cpu_threads": torch.get_num_threads(),
         "cpu_native_bf16": cpu_has_native_bf16(),
-        "copy_move_bf16_prefilter": bf16_prefilter_ok(),  # the dense matcher's CPU speed-up (README, Performance)
+        "copy_move_bf16_prefilter": bf16_prefilter_ok(),  # the dense matcher's CPU speed-up (docs/performance.md)
         "hf_home": hf_constants.HF_HOME,
         "hf_hub_cache": str(hub_cache_dir()),
         "hf_endpoint": hub_endpoint(),

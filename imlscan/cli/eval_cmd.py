@@ -1,24 +1,24 @@
 """``imlscan eval``: benchmark numbers (and ``--check`` of a dataset) from the command line.
 
-A thin layer over ``imlscan.evaluate`` and ``imlscan.data``; heavy imports wait until the
+A thin layer over ``imlscan.eval.evaluate`` and ``imlscan.data``; heavy imports wait until the
 command runs so that ``imlscan --help`` stays instant.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from imlscan.cli import options
 from imlscan.cli.app import app, err_console, stdout_json
-from imlscan.cli.options import COPY_MOVE, KEYPOINTS, WORKERS
+from imlscan.cli.predictor import announce, load_predictor
+from imlscan.cli.progress import ProgressBar
+from imlscan.defaults import PAPER_SIZE
 from imlscan.errors import ImlscanError, UsageError
 
 GATE_EXIT_CODE = 3
-DEFAULT_TILE = 1024  # literal copy of imlscan.predict.DEFAULT_TILE: importing predict loads torch
 
 EPILOG = (
     "Datasets: a JSON list of image/mask path pairs (mask 'Negative' = authentic; relative paths resolve "
@@ -26,26 +26,6 @@ EPILOG = (
     "_gt/_mask suffix) and optional Au/ (authentic). NAME=PATH names a dataset. "
     "Exit codes: 0 ok, 1 error (or --check found problems), 2 usage, 3 a --fail-under gate failed."
 )
-
-
-@contextlib.contextmanager
-def _progress(total: int, description: str) -> Iterator[Callable[[int], None] | None]:
-    """A progress bar with ETA on an interactive terminal; nothing otherwise (logs stay clean)."""
-    if not err_console.is_terminal or total <= 0:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
 
 
 def _unique_names(datasets: list[Any]) -> None:
@@ -68,13 +48,13 @@ def _run_check(datasets: list[Any], fix: bool, out: Path | None, workers: int, j
         if fix:
             base = out if out is not None else Path(f"{ds.name}-fixed")
             fix_dir = base / ds.name if (out is not None and len(datasets) > 1) else base
-        with _progress(len(ds.items), f"checking {ds.name}") as advance:
+        with ProgressBar(f"checking {ds.name}", total=len(ds.items)) as bar:
             res = check_dataset(
                 ds,
                 fix_dir=fix_dir,
                 workers=max(1, workers),
                 log=lambda m: err_console.print(f"fix: {m}", markup=False, soft_wrap=True),
-                progress=(lambda n, a=advance: a(1)) if advance else None,
+                progress=(lambda _n: bar.advance()) if bar.enabled else None,
             )
         results.append(res)
         head = f"{ds.name}: {len(ds.items)} images ({ds.n_manipulated} manipulated, {ds.n_authentic} authentic)"
@@ -127,7 +107,7 @@ def _above_reference_line(metrics: dict) -> str | None:
 def _print_tables(reports: list[dict]) -> None:
     from rich.table import Table
 
-    from imlscan.evaluate import _fmt, table_columns
+    from imlscan.eval.evaluate import _fmt, table_columns
 
     for r in reports:
         cols = table_columns([r])
@@ -188,19 +168,15 @@ def eval_(
         False, "--fix-masks", help="With --check: write fixed masks and dataset.json to a NEW folder (--out)."
     ),
     protocol: str = typer.Option("paper", "--protocol", help="paper (512x512, as published tables) or native."),
-    weights: str | None = typer.Option(
-        None, "--weights", "-w", help="A .safetensors file, a registered name or hf-hub:ORG/REPO.", show_default=False
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 or auto."),
-    threshold: float = typer.Option(
-        0.5, "--threshold", min=0.0, max=1.0, help="A pixel is flagged when p > threshold."
-    ),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = WORKERS,
-    tile: int = typer.Option(DEFAULT_TILE, "--tile", help="Native protocol: tile side in pixels (0 = never tile)."),
-    copy_move: bool | None = COPY_MOVE,
-    keypoints: bool | None = KEYPOINTS,
+    weights: str | None = options.WEIGHTS,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
+    threshold: float = options.THRESHOLD,
+    batch_size: int = options.BATCH_SIZE,
+    workers: int = options.WORKERS,
+    tile: int = options.TILE,
+    copy_move: bool | None = options.COPY_MOVE,
+    keypoints: bool | None = options.KEYPOINTS,
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
     perturb: list[str] = typer.Option(
         [],
@@ -231,8 +207,8 @@ def eval_(
         _run_check(loaded, fix_masks, out, workers, json_out)
         return
 
-    from imlscan.evaluate import EvalOptions, check_gates, evaluate_dataset, parse_gates, write_comparison
-    from imlscan.perturb import parse_perturbations
+    from imlscan.eval.evaluate import EvalOptions, check_gates, evaluate_dataset, parse_gates, write_comparison
+    from imlscan.eval.perturb import parse_perturbations
 
     gates = parse_gates(fail_under)
     opts = EvalOptions(
@@ -257,32 +233,24 @@ def eval_(
                 hint=f"run 'imlscan eval --check {ds.source}'",
             )
 
-    from imlscan.predict import Predictor
-    from imlscan.weights import load_model
-
-    model = load_model(weights, device, precision)
-    predictor = Predictor(
-        model,
+    predictor = load_predictor(
+        weights,
+        device,
+        precision,
         mode="resize" if protocol == "paper" else "native",
-        size=512 if protocol == "paper" else None,
-        tile=tile or None,
+        size=PAPER_SIZE if protocol == "paper" else None,
+        tile=tile,
         batch_size=batch_size,
         copy_move=copy_move,
         keypoints=keypoints,
     )
-    info = predictor.weights_info
-    if info is not None and not info.trained:
-        err_console.print(
-            "[bold red]WARNING: evaluating an UNTRAINED model (no weights given or installed): "
-            "the numbers below mean nothing.[/]",
-            soft_wrap=True,
-        )
+    announce(predictor, protocol_notes=False)
     reports = []
     for ds in loaded:
         n = min(len(ds.items), limit or len(ds.items)) * (1 + len(opts.perturbations))
         sub = None if out is None else (out / ds.name if len(loaded) > 1 else out)
-        with _progress(n, f"eval {ds.name}") as advance:
-            report, _ = evaluate_dataset(ds, predictor, opts, out_dir=sub, advance=advance)
+        with ProgressBar(f"eval {ds.name}", total=n) as bar:
+            report, _ = evaluate_dataset(ds, predictor, opts, out_dir=sub, advance=bar.advance if bar.enabled else None)
         reports.append(report)
     if out is not None and len(reports) > 1:
         write_comparison(reports, out)

@@ -1,6 +1,6 @@
 """``imlscan scan`` (a few photos, outputs a person can look at) and ``imlscan batch`` (a folder
-of thousands, resumable and shardable). Both are thin layers over ``imlscan.predict``,
-``imlscan.report`` and ``imlscan.batch``; heavy imports wait until a command runs so that
+of thousands, resumable and shardable). Both are thin layers over ``imlscan.scanning.predict``,
+``imlscan.scanning.report`` and ``imlscan.scanning.batch``; heavy imports wait until a command runs so that
 ``imlscan --help`` stays instant.
 """
 
@@ -12,73 +12,25 @@ from typing import Any
 
 import typer
 
+from imlscan.cli import options
 from imlscan.cli.app import app, err_console, print_error, stdout_json
-from imlscan.cli.options import COPY_MOVE, KEYPOINTS, WORKERS
+from imlscan.cli.predictor import announce, load_predictor
+from imlscan.cli.progress import ProgressBar
+from imlscan.defaults import SMALL_IMAGE_SIDE
 from imlscan.errors import ImlscanError, UsageError
-
-# Literal copies (checked equal by the tests) so that importing the CLI does not load torch.
-DEFAULT_TILE = 1024
-DEFAULT_OVERLAP = 128
-DEFAULT_MAX_PIXELS = 250_000_000
-MODES = ("resize", "native")
-
-_OVERLAY = typer.Option(True, "--overlay/--no-overlay", help="Write NAME.overlay.png: the photo under a heat map.")
-_MASK = typer.Option(False, "--mask", help="Write NAME.mask.png: binary, 255 = flagged.")
-_PROB = typer.Option(False, "--prob", help="Write NAME.prob.png: 16-bit, value = round(p * 65535).")
-_HTML = typer.Option(False, "--html", help="Write NAME.html: a self-contained report to share.")
-_THRESHOLD = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="Flag pixels where p > threshold.")
-_MODE = typer.Option(
-    None,
-    "--mode",
-    help="resize (the paper's protocol) or native (full resolution, tiled when large). "
-    "Default: the protocol the weights were trained with.",
-    show_default=False,
-)
-_SIZE = typer.Option(None, "--size", help="Resize mode: side in pixels. Default: the weights' training size.")
-_TILE = typer.Option(DEFAULT_TILE, "--tile", help="Native mode: tile side in pixels (multiple of 32; 0 = never tile).")
-_TILE_OVERLAP = typer.Option(DEFAULT_OVERLAP, "--tile-overlap", help="Native mode: minimum overlap between tiles.")
-_WEIGHTS = typer.Option(
-    None,
-    "--weights",
-    "-w",
-    help="A .safetensors file, a registered name or hf-hub:ORG/REPO. Default: the embedded weights.",
-    show_default=False,
-)
-_DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.")
-_PRECISION = typer.Option("fp32", "--precision", help="fp32, bf16, fp16 or auto.")
-_MAX_PIXELS = typer.Option(
-    DEFAULT_MAX_PIXELS,
-    "--max-pixels",
-    min=0,
-    help="Refuse images above this many pixels (decompression bombs). 0 = no limit.",
-)
-
-
-def _predictor(weights: str | None, device: str, precision: str, mode: str | None, size: int | None, **kw: Any):
-    """Check the cheap options first, then load the model once for every image."""
-    if mode is not None and mode not in MODES:
-        raise UsageError(f"unknown --mode {mode!r}", hint="use resize or native")
-    from imlscan.predict import Predictor, check_tiling
-    from imlscan.weights import load_model
-
-    tile = kw.pop("tile")
-    if tile:
-        check_tiling(tile, kw["overlap"])
-    model = load_model(weights, device, precision)
-    return Predictor(model, mode=mode, size=size, tile=tile or None, **kw)
 
 
 def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
     """What the copy-move detectors cost a batch on this device, and how to skip them (measured:
-    CPU on 2 cores, GPU on an H200 machine with 16 cores; README, Performance)."""
+    CPU on 2 cores, GPU on an H200 machine with 16 cores; docs/performance.md)."""
     cm = predictor.copy_move
     if cm is None:
         return None
     both = cm.keypoints is not None
     if predictor.device.type == "cpu":
-        from imlscan.copymove import bf16_prefilter_ok
+        from imlscan.scanning.copymove import bf16_prefilter_ok
 
-        if bf16_prefilter_ok():  # the matcher's exact bf16 prefilter (imlscan.copymove) is faster
+        if bf16_prefilter_ok():  # the matcher's exact bf16 prefilter (imlscan.scanning.copymove) is faster
             cost = "matcher and keypoint detector add about 0.6 s" if both else "matcher adds about 0.4 s"
         else:
             cost = "matcher and keypoint detector add about 1 s" if both else "matcher adds about 0.8 s"
@@ -93,23 +45,6 @@ def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
             "detectors; raise --workers to your CPU cores, or --no-keypoints skips it"
         )
     return None
-
-
-def _announce(predictor: Any) -> None:
-    """Say loudly, before any result, when the weights are untrained or off-protocol."""
-    from imlscan.predict import UNTRAINED_WARNING
-
-    info = predictor.weights_info
-    if info is not None and not info.trained:
-        err_console.print(f"[bold red]WARNING: {UNTRAINED_WARNING}[/]", soft_wrap=True)
-    note = predictor.describe((1, 1))["override_note"]
-    if note:
-        err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)
-    elif info is not None:
-        from imlscan.report import rank_precision_note
-
-        if mismatch := rank_precision_note((info.metadata or {}).get("calibration"), predictor.precision):
-            err_console.print(f"[yellow]note: {mismatch}[/]", soft_wrap=True)
 
 
 def expand_inputs(args: list[Path]) -> list[Path]:
@@ -154,43 +89,43 @@ def scan(
         ..., help="Photos to scan: JPEG, PNG, TIFF, WebP, BMP, GIF, HEIC/AVIF.", show_default=False
     ),
     out: Path = typer.Option(Path("outputs"), "--out", "-o", help="Folder for the outputs."),
-    overlay: bool = _OVERLAY,
-    mask: bool = _MASK,
-    prob: bool = _PROB,
+    overlay: bool = options.OVERLAY,
+    mask: bool = options.MASK,
+    prob: bool = options.PROB,
     json_out: bool = typer.Option(False, "--json", help="Also print the JSON report on stdout."),
-    html: bool = _HTML,
-    threshold: float = _THRESHOLD,
-    mode: str | None = _MODE,
-    size: int | None = _SIZE,
-    tile: int = _TILE,
-    tile_overlap: int = _TILE_OVERLAP,
-    copy_move: bool | None = COPY_MOVE,
-    keypoints: bool | None = KEYPOINTS,
-    weights: str | None = _WEIGHTS,
-    device: str = _DEVICE,
-    precision: str = _PRECISION,
-    max_pixels: int = _MAX_PIXELS,
+    html: bool = options.HTML,
+    threshold: float = options.THRESHOLD,
+    mode: str | None = options.MODE,
+    size: int | None = options.SIZE,
+    tile: int = options.TILE,
+    tile_overlap: int = options.TILE_OVERLAP,
+    copy_move: bool | None = options.COPY_MOVE,
+    keypoints: bool | None = options.KEYPOINTS,
+    weights: str | None = options.WEIGHTS,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
+    max_pixels: int = options.MAX_PIXELS,
 ) -> None:
     """Scan photos for manipulated regions; write NAME.json (always) and the pictures you ask for.
 
     Example: imlscan scan photo.jpg --overlay --html
     """
-    from imlscan.predict import scan as scan_image
-    from imlscan.report import write_outputs
+    from imlscan.scanning.predict import scan as scan_image
+    from imlscan.scanning.report import write_outputs
 
     images = expand_inputs(images)
-    predictor = _predictor(
+    predictor = load_predictor(
         weights,
         device,
         precision,
-        mode,
-        size,
+        mode=mode,
+        size=size,
         tile=tile,
         overlap=tile_overlap,
         copy_move=copy_move,
         keypoints=keypoints,
     )
-    _announce(predictor)
+    announce(predictor)
     reports: list[dict[str, Any]] = []
     failed = 0
     for path, name in zip(images, output_names(images)):
@@ -220,7 +155,7 @@ def scan(
 
 def _note_small(reports: list[dict[str, Any]]) -> None:
     """The small-image caveat under the table, naming the photos (a count past three)."""
-    from imlscan.predict import SMALL_IMAGE_WARNING
+    from imlscan.scanning.predict import SMALL_IMAGE_WARNING
 
     small = [r["input"]["path"] or "(array)" for r in reports if SMALL_IMAGE_WARNING in r.get("warnings", ())]
     if small:
@@ -268,24 +203,24 @@ def batch(
     shard: str | None = typer.Option(
         None, "--shard", help="K/N: process only shard K of N (1 <= K <= N), for N parallel jobs.", show_default=False
     ),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per inference batch."),
-    workers: int = WORKERS,
+    batch_size: int = options.BATCH_SIZE,
+    workers: int = options.WORKERS,
     top: int = typer.Option(50, "--top", min=0, help="Images shown in the index.html contact sheet."),
-    overlay: bool = _OVERLAY,
-    mask: bool = _MASK,
-    prob: bool = _PROB,
-    html: bool = _HTML,
-    threshold: float = _THRESHOLD,
-    mode: str | None = _MODE,
-    size: int | None = _SIZE,
-    tile: int = _TILE,
-    tile_overlap: int = _TILE_OVERLAP,
-    copy_move: bool | None = COPY_MOVE,
-    keypoints: bool | None = KEYPOINTS,
-    weights: str | None = _WEIGHTS,
-    device: str = _DEVICE,
-    precision: str = _PRECISION,
-    max_pixels: int = _MAX_PIXELS,
+    overlay: bool = options.OVERLAY,
+    mask: bool = options.MASK,
+    prob: bool = options.PROB,
+    html: bool = options.HTML,
+    threshold: float = options.THRESHOLD,
+    mode: str | None = options.MODE,
+    size: int | None = options.SIZE,
+    tile: int = options.TILE,
+    tile_overlap: int = options.TILE_OVERLAP,
+    copy_move: bool | None = options.COPY_MOVE,
+    keypoints: bool | None = options.KEYPOINTS,
+    weights: str | None = options.WEIGHTS,
+    device: str = options.DEVICE,
+    precision: str = options.PRECISION,
+    max_pixels: int = options.MAX_PIXELS,
 ) -> None:
     """Scan a folder of photos, resumably: results.jsonl, summary.csv and an index.html contact sheet.
 
@@ -293,26 +228,26 @@ def batch(
 
     Example: imlscan batch photos/ --out results/ --shard 1/4
     """
-    from imlscan.batch import BatchOptions, parse_shard, run_batch
+    from imlscan.scanning.batch import BatchOptions, parse_shard, run_batch
 
     shard_spec = parse_shard(shard) if shard is not None else None
     if not input_dir.is_dir():
         raise UsageError(f"{input_dir}: not a folder" if input_dir.exists() else f"{input_dir}: folder not found")
-    predictor = _predictor(
+    predictor = load_predictor(
         weights,
         device,
         precision,
-        mode,
-        size,
+        mode=mode,
+        size=size,
         tile=tile,
         overlap=tile_overlap,
         batch_size=batch_size,
         copy_move=copy_move,
         keypoints=keypoints,
     )
-    _announce(predictor)
+    announce(predictor)
     note = _copy_move_cost_note(predictor, workers)
-    options = BatchOptions(
+    batch_options = BatchOptions(
         out_dir=out,
         globs=list(glob),
         overwrite=overwrite,
@@ -327,13 +262,15 @@ def batch(
         threshold=threshold,
         max_pixels=max_pixels or None,
     )
-    summary = run_batch(
-        input_dir,
-        predictor,
-        options,
-        log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True),
-        before_inference=(lambda: err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)) if note else None,
-    )
+    with ProgressBar("scanning", rate=True, transient=False) as bar:
+        summary = run_batch(
+            input_dir,
+            predictor,
+            batch_options,
+            progress=bar,
+            log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True),
+            before_inference=(lambda: err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)) if note else None,
+        )
     where = f" (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec else ""
     err_console.print(
         f"{summary.selected} of {summary.found} image(s){where}: {summary.processed} scanned, "
@@ -343,11 +280,9 @@ def batch(
         markup=False,
     )
     if summary.small:
-        from imlscan.predict import SMALL_IMAGE_SIDE
-
         err_console.print(
             f"[yellow]note: {summary.small} photo(s) under {SMALL_IMAGE_SIDE} px on the shorter side: a low score "
-            "means little there (their reports say so; README, 'Small photos')[/]",
+            "means little there (their reports say so; docs/scan.md, 'Small photos')[/]",
             soft_wrap=True,
         )
     if summary.selected == 0:

@@ -1,4 +1,4 @@
-"""``imlscan train`` and ``imlscan synth``: thin layers over ``imlscan.train`` and
+"""``imlscan train`` and ``imlscan synth``: thin layers over ``imlscan.train.trainer`` and
 ``imlscan.data.synth``; torch is imported only when a command runs."""
 
 from __future__ import annotations
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
+from imlscan.cli import options
 from imlscan.cli.app import app, err_console, stdout_json
+from imlscan.cli.progress import ProgressBar
 from imlscan.errors import ImlscanError, UsageError
 
 
@@ -113,9 +115,7 @@ def train(
         help="fp32, bf16, fp16 (CUDA) or auto (= fp32 for training). Default: auto.",
         show_default=False,
     ),
-    device: str = typer.Option(
-        None, "--device", help="auto, cpu, cuda, cuda:N or mps. Default: auto.", show_default=False
-    ),
+    device: str = typer.Option(None, "--device", help=f"{options.DEVICE_HELP} Default: auto.", show_default=False),
     dice: float = typer.Option(
         None, "--dice", help="Weight of a Dice loss added to BCE. Default: 0.", show_default=False
     ),
@@ -192,8 +192,8 @@ def train(
         "export_dtype": export_dtype,
         "name": name,
     }
-    from imlscan.train import TrainConfig, load_run_config
-    from imlscan.train import train as run_training
+    from imlscan.train.config import TrainConfig, load_run_config
+    from imlscan.train.trainer import train as run_training
 
     if resume is not None:
         if data or out:
@@ -209,7 +209,8 @@ def train(
     def log(msg: str) -> None:
         err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
 
-    summary = run_training(cfg, log=log, resume=resume is not None)
+    with ProgressBar("train", loss=True) as bar:
+        summary = run_training(cfg, log=log, resume=resume is not None, progress=bar)
     if summary:
         if json_out:
             stdout_json(summary)
@@ -317,35 +318,9 @@ def synth(
     )
     err_console.print(f"synth: {len(gen.hosts)} host photos ({split} split), {len(gen.regions)} region maps -> {out}")
 
-    bar = _bar(n)
-    try:
-        summary = write_dataset(gen, out, n, workers=workers, progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+    with ProgressBar("synth") as bar:
+        summary = write_dataset(gen, out, n, workers=workers, progress=bar)
     kinds = ", ".join(f"{k} {v}" for k, v in sorted(summary["kinds"].items()))
     err_console.print(f"[green]wrote[/] {summary['pairs']}: {n} samples ({kinds}); {summary['generated']} new")
     if json_out:
         stdout_json(summary)
-
-
-class _bar:
-    """A progress bar on a terminal only."""
-
-    def __new__(cls, total: int):
-        if not err_console.is_terminal:
-            return None
-        return super().__new__(cls)
-
-    def __init__(self, total: int):
-        from rich.progress import Progress
-
-        self.p = Progress(console=err_console, transient=True)
-        self.task = self.p.add_task("synth", total=total)
-        self.p.start()
-
-    def update(self, done: int, total: int) -> None:
-        self.p.update(self.task, completed=done)
-
-    def close(self) -> None:
-        self.p.stop()

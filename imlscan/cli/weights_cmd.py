@@ -51,8 +51,8 @@ def list_weights(json_out: bool = typer.Option(False, "--json", help="Print as J
 
     Example: imlscan weights list --json
     """
-    from imlscan import hub
-    from imlscan.weights import default_status
+    from imlscan.weights import hub
+    from imlscan.weights.store import default_status
 
     entries = []
     for entry in sorted(hub.REGISTRY.values(), key=lambda e: e.name):
@@ -104,9 +104,9 @@ def download(
 
     Example: imlscan weights download hf-hub:org/repo@COMMIT --sha256 SHA256
     """
-    from imlscan import hub
     from imlscan.errors import ImlscanError, UsageError
-    from imlscan.weights import default_weights_name, default_weights_path
+    from imlscan.weights import hub
+    from imlscan.weights.store import default_weights_name, default_weights_path
 
     if target is None:
         name = default_weights_name()
@@ -151,7 +151,7 @@ def verify(
 
     Example: imlscan weights verify model.safetensors --sha256 9f86d081884c7d65...
     """
-    from imlscan.weights import verify_weights
+    from imlscan.weights.store import verify_weights
 
     report = verify_weights(target, sha256=sha256)
     if json_out:
@@ -172,7 +172,7 @@ def info(
 
     Example: imlscan weights info (the default weights); imlscan weights info model.safetensors --json
     """
-    from imlscan.weights import describe_weights
+    from imlscan.weights.store import describe_weights
 
     d = describe_weights(target)
     if json_out:
@@ -226,7 +226,7 @@ def convert(
 
     Example: imlscan weights convert sparsevit_catnet.pth sparsevit-b-official.safetensors
     """
-    from imlscan.convert_checkpoint import convert_checkpoint_file
+    from imlscan.weights.convert import convert_checkpoint_file
 
     sha = convert_checkpoint_file(src, dst, name=name)
     err_console.print(f"wrote {dst} (sha256 {sha})", markup=False)
@@ -295,7 +295,7 @@ def references(
     Example: imlscan weights references model.safetensors calib/pairs.json --out model-new.safetensors
     """
     from imlscan.calibrate import recompute_references
-    from imlscan.weights import read_metadata
+    from imlscan.weights.store import read_metadata
 
     recompute_references(src, out, dataset)
     entry = read_metadata(out)["calibration"]
@@ -343,9 +343,10 @@ def copy_move(
 
     Example: imlscan weights copy-move model.safetensors --out model-cm.safetensors --references calib/pairs.json
     """
-    from imlscan.copymove import CopyMoveConfig, attach
-    from imlscan.copymove_keypoints import KeypointConfig
-    from imlscan.weights import read_metadata
+    from imlscan.calibrate import attach_copy_move
+    from imlscan.scanning.copymove import CopyMoveConfig
+    from imlscan.scanning.copymove_keypoints import KeypointConfig
+    from imlscan.weights.store import read_metadata
 
     config = CopyMoveConfig(
         size=size, key_stride=key_stride, exclude=exclude, radius=radius, tolerance=tolerance, threshold=threshold
@@ -353,7 +354,7 @@ def copy_move(
     kp = None
     if keypoints:
         kp = KeypointConfig(min_inliers=kp_min_inliers, corr=kp_corr, mirror=kp_mirror, verify=kp_verify)
-    attach(src, out, config, references=references, keypoints=kp)
+    attach_copy_move(src, out, config, references=references, keypoints=kp)
     settings = {**config.to_dict(), "keypoints": kp.to_dict() if kp else None}
     if json_out:
         stdout_json(settings)

@@ -1,0 +1,515 @@
+"""Scanning a folder of thousands of photos: resumable, shardable, failure-tolerant.
+
+Design: worker processes read, hash and decode files ahead of the model (a bounded window, so
+memory stays flat); the main process batches inference and writes each image's outputs
+atomically, its JSON report last. That JSON (with the file's sha256 and a key of the settings)
+is the resume record: a re-run skips an image only when the bytes and the settings match and
+every requested output exists. Shards are chosen by a hash of the relative path, so N jobs
+split a folder without talking to each other and an image keeps its shard when files are added.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import glob as globlib
+import hashlib
+import io
+import json
+import os
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imlscan.defaults import DEFAULT_MAX_PIXELS
+from imlscan.errors import ImlscanError, UsageError
+from imlscan.fsutil import atomic_write_text, sha256_bytes
+from imlscan.imageio import IMAGE_EXTENSIONS, decode_bytes, read_file
+from imlscan.scanning.report import OUTPUT_SUFFIXES, output_paths, render_contact_sheet, write_outputs
+from imlscan.scanning.workers import decoding_pool
+
+if TYPE_CHECKING:
+    from imlscan.scanning.predict import Predictor
+
+SUMMARY_COLUMNS = [
+    "rank",
+    "relpath",
+    "status",
+    "score",
+    "authentic_percent_lower",
+    "mask_fraction",
+    "regions",
+    "width",
+    "height",
+    "sha256",
+    "json",
+    "overlay",
+    "error",
+]
+
+
+@dataclass
+class BatchOptions:
+    """What a batch run writes and how it splits the work (the CLI's options)."""
+
+    out_dir: Path
+    globs: list[str] = field(default_factory=list)
+    overwrite: bool = False
+    shard: tuple[int, int] | None = None
+    batch_size: int = 4
+    workers: int = 2
+    top: int = 50
+    overlay: bool = True
+    mask: bool = False
+    prob: bool = False
+    html: bool = False
+    threshold: float = 0.5
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+
+    def kinds(self) -> list[str]:
+        on = (("overlay", self.overlay), ("mask", self.mask), ("prob", self.prob), ("html", self.html))
+        return [k for k, v in on if v] + ["thumbnail"]
+
+
+@dataclass
+class BatchSummary:
+    found: int
+    selected: int
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    small: int = 0
+    interrupted: bool = False
+    results_path: Path | None = None
+    summary_path: Path | None = None
+    index_path: Path | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+
+# --- which files ----------------------------------------------------------------------------------
+
+
+def find_images(
+    root: str | os.PathLike, globs: Iterable[str] = (), exclude: str | os.PathLike | None = None
+) -> list[str]:
+    """Relative POSIX paths of the images under ``root``, sorted; hidden files and folders and
+    the ``exclude`` folder (the output folder, if inside) are left out.
+
+    Without ``globs``, files with an image extension; with them, files whose name (or, for a
+    pattern with ``/``, whose relative path) matches any pattern, case-insensitively.
+    """
+    root = Path(root)
+    globs = [g.lower() for g in globs]
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            rel = (here / name).relative_to(root).as_posix()
+            if globs:
+                ok = any(fnmatch.fnmatchcase(rel.lower() if "/" in g else name.lower(), g) for g in globs)
+            else:
+                ok = Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            if ok:
+                found.append(rel)
+    return sorted(found)
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"K/N"`` with 1 <= K <= N (K counts from 1, as most array-job schedulers can)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec or "")
+    if not m:
+        raise UsageError(f"invalid --shard {spec!r}", hint="use K/N, e.g. --shard 1/4 ... --shard 4/4")
+    k, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 1 <= k <= n:
+        raise UsageError(f"invalid --shard {spec!r}: K must be between 1 and N", hint="K counts from 1: 1/4 ... 4/4")
+    return k, n
+
+
+def shard_of(relpath: str, n: int) -> int:
+    """The shard (1..n) of a relative path: a stable hash, the same on every machine and run."""
+    digest = hashlib.sha256(relpath.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n + 1
+
+
+def select_shard(relpaths: Iterable[str], shard: tuple[int, int] | None) -> list[str]:
+    if shard is None:
+        return list(relpaths)
+    k, n = shard
+    return [r for r in relpaths if shard_of(r, n) == k]
+
+
+def aggregate_names(shard: tuple[int, int] | None) -> tuple[str, str, str]:
+    """Per-shard names, so shards writing into one shared folder never overwrite each other."""
+    tag = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    return f"results{tag}.jsonl", f"summary{tag}.csv", f"index{tag}.html"
+
+
+def settings_key(predictor: Predictor, threshold: float) -> str:
+    """A short hash of everything that changes an image's result (not where it runs)."""
+    from imlscan.scanning.result import SCORE_VERSION
+
+    info = predictor.weights_info
+    settings = {
+        "schema": "imlscan.scanning.batch/1",
+        "score_version": SCORE_VERSION,
+        "weights": (info.sha256 or info.name) if info is not None else type(predictor.model).__name__,
+        "mode": predictor.mode,
+        "size": predictor.size if predictor.mode == "resize" else None,
+        "tile": [predictor.tile, predictor.overlap] if predictor.mode == "native" else None,
+        "mean": predictor.mean,
+        "std": predictor.std,
+        "precision": predictor.precision,
+        "threshold": float(threshold),
+    }
+    if predictor.copy_move is not None:  # only then, so records written before the fusion existed stay valid
+        settings["copy_move"] = predictor.copy_move.settings()
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# --- worker side ----------------------------------------------------------------------------------
+
+
+def prepare(task: dict[str, Any]) -> dict[str, Any]:
+    """Read, hash and (unless already done) decode one file. Runs in a worker process, so it
+    returns errors as values: one bad file never stops the run."""
+    path = Path(task["path"])
+    try:
+        data = read_file(path)
+    except ImlscanError as e:
+        return {"kind": "error", "error": e.message}
+    sha = sha256_bytes(data)
+    if not task["overwrite"]:
+        record = done_record(Path(task["json"]), sha, task["key"], [Path(p) for p in task["expected"]])
+        if record is not None:
+            return {"kind": "skip", "record": record}
+    t0 = time.perf_counter()
+    try:
+        decoded = decode_bytes(data, name=str(path), max_pixels=task["max_pixels"])
+    except ImlscanError as e:
+        return {"kind": "error", "error": e.message, "sha256": sha}
+    except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the run
+        return {"kind": "error", "error": f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}", "sha256": sha}
+    decode_s = time.perf_counter() - t0
+    kp = None
+    if task["keypoints"] is not None:
+        from imlscan.scanning.copymove_keypoints import map_ahead
+
+        kp = map_ahead(task["keypoints"], decoded.rgb)
+    keypoints_s = time.perf_counter() - t0 - decode_s
+    return {"kind": "image", "decoded": decoded, "decode_s": decode_s, "keypoints": kp, "keypoints_s": keypoints_s}
+
+
+def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]) -> dict[str, Any] | None:
+    """The stored report if this image is complete for these bytes and settings, else None."""
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("status") != "ok" or record.get("settings_key") != key:
+        return None
+    if (record.get("input") or {}).get("sha256") != sha256:
+        return None
+    if not all(p.exists() for p in expected):
+        return None
+    return record
+
+
+# --- main side ------------------------------------------------------------------------------------
+
+
+def run_batch(
+    input_dir: str | os.PathLike,
+    predictor: Predictor,
+    options: BatchOptions,
+    *,
+    progress: Callable[..., None] | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+    log: Callable[[str], None] | None = None,
+    before_inference: Callable[[], None] | None = None,
+) -> BatchSummary:
+    """Scan every image under ``input_dir`` into ``options.out_dir``; see the module docstring.
+
+    ``progress(done, total)`` and ``on_result(record)`` are called after each image (done, skipped
+    or failed), and
+    ``before_inference()`` once, before the first image that needs the model (never when every
+    image is already done: the CLI's cost note waits for it). The results files are written at
+    the end, and also when the run is interrupted (Ctrl-C).
+    """
+    from imlscan.scanning.predict import check_threshold
+
+    check_threshold(options.threshold)
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder" if root.exists() else f"{root}: folder not found")
+    if options.batch_size < 1 or options.workers < 0 or options.top < 0:
+        raise UsageError("--batch-size must be >= 1, --workers >= 0 and --top >= 0")
+    out = Path(options.out_dir)
+    found = find_images(root, options.globs, exclude=out)
+    if not found:
+        pattern = f" matching {', '.join(options.globs)}" if options.globs else ""
+        raise UsageError(f"no images found in {root}{pattern}")
+    selected = select_shard(found, options.shard)
+    summary = BatchSummary(found=len(found), selected=len(selected))
+    key = settings_key(predictor, options.threshold)
+    kinds = options.kinds()
+    records: dict[str, dict[str, Any]] = {}
+    log = log or (lambda _msg: None)
+
+    def finish(rel: str, record: dict[str, Any]) -> None:
+        records[rel] = record
+        if record["status"] == "error":
+            summary.failed += 1
+            log(f"failed: {record['error']}")
+        elif record.get("resumed"):
+            summary.skipped += 1
+        else:
+            summary.processed += 1
+        if progress:
+            progress(len(records), len(selected))
+        if on_result is not None:
+            on_result(record)
+
+    keypoint_job = predictor.keypoint_job()
+
+    def task(rel: str) -> dict[str, Any]:
+        paths = output_paths(out / Path(rel).parent, Path(rel).name, kinds)
+        return {
+            "path": str(root / rel),
+            "json": str(paths["json"]),
+            "expected": [str(p) for p in paths.values()],
+            "key": key,
+            "overwrite": options.overwrite,
+            "max_pixels": options.max_pixels,
+            "keypoints": keypoint_job,
+        }
+
+    announce = before_inference
+
+    def flush(items: list[tuple[str, dict[str, Any]]]) -> None:
+        nonlocal announce
+        if items and announce is not None:
+            announce()
+            announce = None
+        for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds):
+            finish(rel, record)
+
+    executor: Any = decoding_pool(options.workers, len(selected))
+    if progress:
+        progress(0, len(selected))
+    window = max(2, 2 * options.workers + options.batch_size)
+    todo = iter(selected)
+    pending: deque[tuple[str, Future]] = deque()
+    batch: list[tuple[str, dict[str, Any]]] = []
+    try:
+        for rel in todo:
+            pending.append((rel, executor.submit(prepare, task(rel))))
+            if len(pending) >= window:
+                break
+        while pending:
+            rel, fut = pending.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt, executor.submit(prepare, task(nxt))))
+            try:
+                res = fut.result()
+            except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OS
+                res = {
+                    "kind": "error",
+                    "error": f"{root / rel}: decoder process failed ({type(e).__name__}: {e})"[:300],
+                }
+            if res["kind"] == "skip":
+                finish(rel, {**res["record"], "relpath": rel, "resumed": True})
+            elif res["kind"] == "error":
+                finish(rel, _error_record(rel, root, key, res["error"], res.get("sha256")))
+            else:
+                batch.append((rel, res))
+                if len(batch) >= options.batch_size:
+                    flush(batch)
+                    batch = []
+        flush(batch)
+        batch = []
+    except BaseException:
+        summary.interrupted = True
+        executor.shutdown(wait=False, cancel_futures=True)
+        raise
+    finally:
+        executor.shutdown(wait=True)
+        _write_aggregates(summary, [records[r] for r in selected if r in records], out, options, predictor)
+    return summary
+
+
+def _infer_and_write(
+    items: list[tuple[str, dict[str, Any]]],
+    predictor: Predictor,
+    options: BatchOptions,
+    root: Path,
+    out: Path,
+    key: str,
+    kinds: list[str],
+) -> Iterable[tuple[str, dict[str, Any]]]:
+    """Run the model on decoded images (one batch; one by one if the batch fails, so a single
+    image that breaks inference, e.g. out of memory, fails alone) and write their outputs."""
+    from imlscan.scanning.predict import build_result
+
+    if not items:
+        return
+    rgbs = [res["decoded"].rgb for _, res in items]
+    kps = [res.get("keypoints") for _, res in items]
+    t0 = time.perf_counter()
+    try:
+        parts: list[Any] = predictor.predict_parts(rgbs, kps)
+        per_image = [(time.perf_counter() - t0) / len(items)] * len(items)
+    except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
+        parts, per_image = [], []
+        for rgb, kp in zip(rgbs, kps):
+            t1 = time.perf_counter()
+            try:
+                parts.append(predictor.predict_parts([rgb], [kp])[0])
+            except Exception as e:  # noqa: BLE001
+                parts.append(e)
+            per_image.append(time.perf_counter() - t1)
+    for (rel, res), part, inf_s in zip(items, parts, per_image):
+        decoded = res["decoded"]
+        if isinstance(part, Exception):
+            msg = f"{root / rel}: inference failed ({type(part).__name__}: {str(part).strip()[:200]})"
+            yield rel, _error_record(rel, root, key, msg, decoded.sha256)
+            continue
+        prob, copy_move = part
+        result = build_result(
+            decoded,
+            prob,
+            predictor,
+            threshold=options.threshold,
+            decode_s=res["decode_s"],
+            inference_s=inf_s + res.get("keypoints_s", 0.0),  # the map's time, wherever it was computed
+            copy_move=copy_move,
+        )
+        folder, name = out / Path(rel).parent, Path(rel).name
+        _clear_previous(folder, name)
+        try:
+            report = write_outputs(
+                result,
+                folder,
+                name,
+                overlay=options.overlay,
+                mask=options.mask,
+                prob=options.prob,
+                html=options.html,
+                thumbnail="thumbnail" in kinds,
+                extra={"relpath": rel, "status": "ok", "settings_key": key},
+            )
+        except OSError as e:  # disk full, no permission: every next image would fail too
+            raise ImlscanError(f"cannot write to {folder}: {e.strerror or e}") from None
+        yield rel, {**report, "resumed": False}
+
+
+def _clear_previous(folder: Path, name: str) -> None:
+    """Before (re)writing an image: drop its old report (so a crash mid-way marks it undone)
+    and temporaries left by a killed run. Only this image's own file names are touched, so
+    shards sharing the folder never disturb each other."""
+    (folder / f"{name}{OUTPUT_SUFFIXES['json']}").unlink(missing_ok=True)
+    if not folder.is_dir():
+        return
+    for suffix in OUTPUT_SUFFIXES.values():
+        for tmp in folder.glob(f".{globlib.escape(name + suffix)}.*.part*"):
+            tmp.unlink(missing_ok=True)
+
+
+def _error_record(rel: str, root: Path, key: str, error: str, sha256: str | None) -> dict[str, Any]:
+    return {
+        "relpath": rel,
+        "status": "error",
+        "error": error,
+        "input": {"path": str(root / rel), "sha256": sha256},
+        "settings_key": key,
+        "resumed": False,
+    }
+
+
+def _write_aggregates(
+    summary: BatchSummary,
+    records: list[dict[str, Any]],
+    out: Path,
+    options: BatchOptions,
+    predictor: Predictor,
+) -> None:
+    """results.jsonl, summary.csv (ranked by score) and index.html, each written atomically."""
+    results_name, summary_name, index_name = aggregate_names(options.shard)
+    summary.results_path, summary.summary_path, summary.index_path = (
+        out / results_name,
+        out / summary_name,
+        out / index_name,
+    )
+    atomic_write_text(summary.results_path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: (-float(r["score"]), r["relpath"]))
+    failed = [r for r in records if r["status"] != "ok"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rank, r in enumerate(ok + failed, 1):
+        writer.writerow(_summary_row(rank if r["status"] == "ok" else "", r))
+    atomic_write_text(summary.summary_path, buf.getvalue())
+    entries = []
+    for r in ok[: options.top]:
+        folder = Path(r["relpath"]).parent
+        outputs = r.get("outputs") or {}
+        thumb = out / folder / outputs["thumbnail"] if outputs.get("thumbnail") else None
+        link = next((outputs[k] for k in ("html", "overlay", "json") if outputs.get(k)), None)
+        entries.append(
+            {
+                "relpath": r["relpath"],
+                "score": float(r["score"]),
+                "mask_fraction": float(r.get("mask_fraction", 0.0)),
+                "thumb": thumb.read_bytes() if thumb is not None and thumb.is_file() else None,
+                "link": (folder / link).as_posix() if link else None,
+            }
+        )
+    from imlscan.scanning.predict import SMALL_IMAGE_WARNING, UNTRAINED_WARNING
+
+    counts = Counter(w for r in ok for w in set(r.get("warnings", [])))
+    summary.small = counts[SMALL_IMAGE_WARNING]
+    warnings = [w if n == len(ok) else f"{n} of {len(ok)} photos: {w}" for w, n in sorted(counts.items())]
+    if not ok and predictor.weights_info is not None and not predictor.weights_info.trained:
+        warnings = [UNTRAINED_WARNING]
+    shard = f" (shard {options.shard[0]}/{options.shard[1]})" if options.shard else ""
+    title = f"imlscan batch{shard}: top {len(entries)} of {len(ok)} by score"
+    page = render_contact_sheet(entries, title=title, total=len(records), failed=failed, warnings=warnings)
+    atomic_write_text(summary.index_path, page)
+
+
+def _summary_row(rank: int | str, r: dict[str, Any]) -> dict[str, Any]:
+    inp = r.get("input") or {}
+    outputs = r.get("outputs") or {}
+    folder = Path(r["relpath"]).parent
+
+    def rel(k: str) -> str:
+        return (folder / outputs[k]).as_posix() if outputs.get(k) else ""
+
+    ok = r["status"] == "ok"
+    return {
+        "rank": rank,
+        "relpath": r["relpath"],
+        "status": r["status"],
+        "score": f"{float(r['score']):.6f}" if ok else "",
+        "authentic_percent_lower": (r.get("score_vs_authentic") or {}).get("percent_lower", "") if ok else "",
+        "mask_fraction": f"{float(r.get('mask_fraction', 0.0)):.6f}" if ok else "",
+        "regions": r.get("regions_total", "") if ok else "",
+        "width": inp.get("width", ""),
+        "height": inp.get("height", ""),
+        "sha256": inp.get("sha256") or "",
+        "json": rel("json"),
+        "overlay": rel("overlay"),
+        "error": r.get("error", ""),
+    }
