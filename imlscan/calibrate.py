@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +29,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from imlscan.data.datasets import load_dataset
+from imlscan.data.datasets import load_dataset, read_mask
 from imlscan.defaults import DEFAULT_THRESHOLD
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.eval.evaluate import EvalOptions, _image_score_fn, preflight, run_setting
-from imlscan.imageio import load_image
+from imlscan.imageio import decode_bytes, read_file
 from imlscan.scanning.copymove import CopyMoveConfig
 from imlscan.scanning.copymove_keypoints import KeypointConfig
+from imlscan.scanning.fusion import FusionRule, fit_pixels, fuse_traces, sample_pixels
 from imlscan.scanning.predict import Predictor
 from imlscan.scanning.result import SCORE_VERSION, image_score
+from imlscan.scanning.traces import TRACES, Photo, compute_traces
 from imlscan.weights.store import load_model, model_from_file, read_metadata, rewrite_metadata, save_weights
 
 DEFAULT_MAX_AUTHENTIC_FPR = 0.02
@@ -147,12 +149,27 @@ def measure(
 
 def reference_scores(model: torch.nn.Module, authentic: list[Any]) -> list[float]:
     """Sorted image scores of ``authentic`` samples as ``imlscan scan`` computes them with ``model``
-    (its default mode, the map at the original resolution), thinned to quantiles when many."""
+    (its default mode, the map at the original resolution, fused with the forensic traces when its
+    file carries a fusion rule), thinned to quantiles when many."""
     predictor = Predictor(model)
-    scores = np.sort([image_score(predictor.predict_prob(load_image(s.image_path).rgb)) for s in authentic])
+    info = getattr(model, "weights_info", None)
+    rule = FusionRule.of(info.metadata if info is not None else None)
+    scores = np.sort([image_score(_scan_map(predictor, s.image_path, rule)[0]) for s in authentic])
     if scores.size > MAX_REFERENCE_SCORES:
         scores = np.quantile(scores, np.linspace(0.0, 1.0, MAX_REFERENCE_SCORES))
     return [round(float(v), 7) for v in scores]
+
+
+def _scan_map(predictor: Predictor, path: str | os.PathLike, rule: FusionRule | None, names: Any = None) -> tuple:
+    """The map ``imlscan scan`` makes of a file (displayed orientation, original resolution),
+    with the traces it computed: the weights' map fused by ``rule`` (``names``: the traces to
+    compute, default the rule's)."""
+    data = read_file(Path(path))
+    decoded = decode_bytes(data, name=str(path), max_pixels=None)
+    prob = predictor.predict_prob(decoded.rgb)
+    names = rule.traces if names is None and rule is not None else (names or ())
+    traces = compute_traces(Photo(data, decoded), names) if names else {}
+    return fuse_traces(prob, traces, rule)[0], prob, traces
 
 
 def authentic_items(dataset: str | os.PathLike) -> list[Any]:
@@ -280,3 +297,76 @@ def _attach(
     if authentic is not None:
         write_references(out, authentic, dataset=references)
     return Path(out)
+
+
+# --- the forensic traces' fusion rule -------------------------------------------------------------
+
+
+def fit_fusion(
+    weights: str | os.PathLike,
+    dataset: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    traces: Sequence[str] | None = None,
+    references: str | os.PathLike | None = None,
+    pixels_per_image: int = 4096,
+    penalty: float = 1.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> FusionRule:
+    """Fit the rule that fuses the forensic traces with the weights' own map, on a labelled set of
+    the training split, and write a copy of ``weights`` that carries it (``fusion`` in its
+    metadata; tensors unchanged).
+
+    Each image is scanned as ``imlscan scan`` does (the weights' protocol and detectors, the map at
+    the original resolution; the traces at the file's own resolution), pixels are drawn from it
+    (``fusion.sample_pixels``) and the terms fitted by penalized maximum likelihood.
+
+    Arguments:
+        traces: the traces to fit terms for (default: every fusable one).
+        references: an authentic set whose reference scores are recomputed with the rule on, so
+            that ``score_vs_authentic`` compares fused scores with fused scores (default: the
+            calibration's own set, when the file is calibrated).
+
+    Returns:
+        The fitted rule.
+    """
+    check_output(weights, out)
+    names = [n for n in (traces or TRACES) if n in TRACES and n != "ela"]
+    calibration = read_metadata(weights).get("calibration")
+    ref_set = references or (calibration or {}).get("references_dataset") or (calibration or {}).get("dataset")
+    if calibration and calibration.get("authentic_scores") and not (ref_set and Path(ref_set).exists()):
+        raise UsageError(
+            f"{weights}: its authentic reference scores must be recomputed with the fusion on, and their set "
+            f"({ref_set}) is not here",
+            hint="give --references AUTHENTIC_SET (e.g. the calibration set's pairs.json)",
+        )
+    authentic = authentic_items(ref_set) if calibration and ref_set else None  # checked before the long part
+    items = load_dataset(dataset).items
+    model = load_model(weights, device="cpu", precision="fp32")
+    predictor = Predictor(model)
+    rng = np.random.default_rng(seed)
+    parts, applied, skipped = [], dict.fromkeys(names, 0), 0
+    for k, s in enumerate(items):
+        _, prob, results = _scan_map(predictor, s.image_path, None, names)
+        mask = read_mask(s.mask_path) if s.mask_path else np.zeros(prob.shape, bool)
+        if mask.shape != prob.shape:  # an EXIF-rotated forgery: its mask follows the stored grid
+            skipped += 1
+            continue
+        off, cols, y, wt, used = sample_pixels(prob, results, mask, names, rng, pixels_per_image)
+        parts.append((off, cols, y, wt))
+        for n in used:
+            applied[n] += 1
+        if progress:
+            progress(k + 1, len(items))
+    if not parts:
+        raise UsageError(f"{dataset}: no image to fit the fusion rule on")
+    off, cols, y, wt = (np.concatenate(a) for a in zip(*parts))
+    record = {"dataset": str(dataset), "images": len(parts), "skipped_rotated": skipped, "seed": seed}
+    rule = fit_pixels(
+        off, cols, y, wt, names, penalty=penalty, pixels_per_image=pixels_per_image, fitted=record, applied=applied
+    )
+    rewrite_metadata(weights, out, {"name": Path(out).stem, "fusion": rule.to_dict()})
+    if authentic is not None:
+        write_references(out, authentic, dataset=ref_set)
+    return rule

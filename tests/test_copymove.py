@@ -163,14 +163,14 @@ def test_batch_resume_key_changes_only_when_the_fusion_is_on(tiny_weights, tmp_p
     from imlscan.weights.store import load_model
 
     model = load_model(tiny_weights, "cpu")
-    pred = Predictor(model, copy_move=False)
+    pred = Predictor(model, copy_move=False, traces=())
     plain = settings_key(pred, 0.5)
-    assert settings_key(Predictor(model), 0.5) == plain
-    assert settings_key(Predictor(model, copy_move=True), 0.5) != plain
+    assert settings_key(Predictor(model, traces=()), 0.5) == plain
+    assert settings_key(Predictor(model, copy_move=True, traces=()), 0.5) != plain
     # without the fusion the key has no copy-move entry; it names the score's version, so records
     # written with the earlier score (keys without it) are scanned again on resume
     older = {
-        "schema": "imlscan.scanning.batch/1",
+        "schema": "imlscan.batch/1",
         "weights": model.weights_info.sha256,
         "mode": "resize",
         "size": 512,

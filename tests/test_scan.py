@@ -145,7 +145,7 @@ def test_scan_path_provenance(tiny, tiny_weights, tmp_path, photo):
     assert r.preprocessing["mode"] == "resize" and r.preprocessing["size"] == 512
     assert r.preprocessing["override_note"] is None
     assert r.versions["torch"] == torch.__version__ and r.versions["imlscan"] == imlscan.__version__
-    assert set(r.timings) == {"decode_s", "inference_s", "postprocess_s", "total_s"}
+    assert set(r.timings) == {"decode_s", "inference_s", "traces_s", "postprocess_s", "total_s"}
     d = json.loads(json.dumps(r.to_dict()))
     for key in ("input", "score", "threshold", "regions", "model", "preprocessing", "timings", "versions"):
         assert key in d

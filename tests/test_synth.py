@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import cv2
@@ -21,7 +22,7 @@ from imlscan.data.synth import (
     rescale_host,
     split_hosts,
 )
-from imlscan.data.transforms import PostConfig, apply_chain, resize_mask, sample_chain
+from imlscan.data.transforms import PostConfig, apply_chain, jpeg_roundtrip, resize_mask, sample_chain
 from imlscan.errors import ImlscanError
 
 runner = CliRunner()
@@ -471,3 +472,41 @@ def test_new_generator_options_leave_the_default_random_stream_alone(hosts):
         "removal", "copymove", "copymove", "splice", "splice", "removal",
         "splice", "splice", "copymove", "removal", "negative", "splice",
     ]  # fmt: skip
+
+
+def test_history_samples_keep_the_hosts_grid_and_record_their_history(hosts):
+    """Compression histories: pastes are whole-pixel translations on the 8x8 grid or off it, the
+    result is a JPEG at the quality recorded (relative to the host's own), and an authentic
+    'saved once' sample is the host file itself, byte for byte."""
+    gen = _gen(hosts, seed=5, history=1.0, negatives=0.3, area=(0.05, 0.3))
+    seen = set()
+    for i in range(60):
+        s = gen.sample(i)
+        hist = s.params["history"]
+        assert s.encoded is not None and s.params["format"] == "jpeg"
+        if hist.get("variant") == "original":
+            host_file = next(p for p in gen.hosts if p.name == s.params["host"])
+            assert s.encoded == host_file.read_bytes()
+        else:
+            assert (
+                Image.open(io.BytesIO(s.encoded)).quantization[0]
+                == Image.open(io.BytesIO(jpeg_roundtrip(s.image, hist["quality"])[1])).quantization[0]
+            )
+        q_host, q = hist["host_quality"], hist["quality"]
+        if q_host is not None and hist["relation"] in ("above", "equal", "below"):
+            assert {"above": q > q_host or q == 100, "equal": q == q_host, "below": q < q_host}[hist["relation"]]
+        if s.params["kind"] in ("splice", "copymove"):
+            lin, shift = np.array(s.params["affine"])[:, :2], np.array(s.params["affine"])[:, 2]
+            assert np.allclose(lin, np.eye(2)) and not s.params["flip"]  # no resampling, no mirror
+            assert (shift % 8 == 0).all() == (hist["grid"] == "aligned")
+        if hist.get("variant") == "cropped":
+            dx, dy = hist["crop"]
+            assert s.image.shape[:2] == (s.host.shape[0] - dy, s.host.shape[1] - dx)
+        seen.add((s.params["kind"], hist["grid"], hist.get("variant")))
+    assert {("splice", "aligned", None), ("splice", "off", None), ("negative", "off", "original")} & seen
+    assert any(k == "copymove" for k, _, _ in seen) and any(v == "cropped" for _, _, v in seen)
+
+
+def test_history_needs_hosts_at_their_own_size():
+    with pytest.raises(ImlscanError):
+        SynthConfig(history=0.5, size=256)

@@ -9,8 +9,10 @@ from imlscan.cli import (  # noqa: F401  (registers the commands)
     bench_cmd,
     env_cmd,
     eval_cmd,
+    meta_cmd,
     models_cmd,
     scan_cmd,
+    traces_cmd,
     train_cmd,
     weights_cmd,
 )

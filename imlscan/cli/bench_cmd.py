@@ -36,6 +36,9 @@ def bench(
         None, "--folder", help="End-to-end mode: decode + preprocess + model + write over this folder."
     ),
     limit: int = typer.Option(None, "--limit", help="End-to-end mode: at most this many images."),
+    traces: str = typer.Option(
+        "all", "--traces", help="End-to-end mode: forensic traces to time (adq,grid,ghost,noise,ela, all or none)."
+    ),
     native: str = typer.Option(
         None, "--native", help="Native-resolution tiled scans of these sizes in megapixels, e.g. 1,6,12,24."
     ),
@@ -103,8 +106,18 @@ def bench(
         return
     if folder is not None:
         prec = precision.split(",")[0].strip()
+        from imlscan.scanning.traces import parse_trace_names
+
         res = run_end_to_end(
-            net, folder, device=device, precision=prec, size=size, limit=limit, copy_move=copy_move, keypoints=keypoints
+            net,
+            folder,
+            device=device,
+            precision=prec,
+            size=size,
+            limit=limit,
+            copy_move=copy_move,
+            keypoints=keypoints,
+            traces=parse_trace_names(traces),
         )
         res["model"] = name
         if json_out:
@@ -115,7 +128,9 @@ def bench(
                 f"{res['device']}, {res['precision']}: [bold]{res['images_per_s']:.2f} images/s[/]"
             )
             for k, v in res["seconds"].items():
-                err_console.print(f"  {k:10s} {v:8.2f} s  {100 * res['share'][k]:5.1f}%")
+                err_console.print(f"  {k:12s} {v:8.2f} s  {100 * res['share'][k]:5.1f}%")
+            if res["traces_s_per_megapixel"] is not None:
+                err_console.print(f"  traces together: {res['traces_s_per_megapixel']:.3f} s per megapixel")
         return
     res = run_benchmark(
         net,

@@ -177,6 +177,19 @@ def eval_(
     tile: int = options.TILE,
     copy_move: bool | None = options.COPY_MOVE,
     keypoints: bool | None = options.KEYPOINTS,
+    traces: str = typer.Option(
+        None,
+        "--traces",
+        help="Forensic traces fused with the network, for ablations: NAME,... (only those terms of the weights' "
+        "fusion rule), none (the network alone). Default: as the weights' rule says.",
+        show_default=False,
+    ),
+    trace_alone: str = typer.Option(
+        None,
+        "--trace-alone",
+        help="Score one trace's own map instead of the model's (adq, grid, ghost, noise, ela).",
+        show_default=False,
+    ),
     limit: int | None = typer.Option(None, "--limit", min=1, help="Only the first N images (a quick look)."),
     perturb: list[str] = typer.Option(
         [],
@@ -221,6 +234,8 @@ def eval_(
         bootstrap=bootstrap,
         seed=seed,
         save_predictions=save_predictions,
+        traces=None if traces is None else _trace_names(traces),
+        trace_alone=trace_alone,
     )
     opts.validate()
     if save_predictions and out is None:
@@ -264,3 +279,9 @@ def eval_(
         for f in failures:
             err_console.print(f"[bold red]gate failed:[/] {f}", soft_wrap=True)
         raise typer.Exit(GATE_EXIT_CODE)
+
+
+def _trace_names(text: str) -> tuple[str, ...]:
+    from imlscan.scanning.traces import parse_trace_names
+
+    return parse_trace_names(text)

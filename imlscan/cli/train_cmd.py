@@ -271,6 +271,15 @@ def synth(
         help="Translated pastes of the photo's own objects keep their size (real objects copied, as forgers do) "
         "instead of being rescaled to the drawn area (which resamples them).",
     ),
+    history: float = typer.Option(
+        0.0,
+        "--history",
+        min=0.0,
+        max=1.0,
+        help="Share of samples given a camera-style compression history: the host JPEG keeps its size and grid, "
+        "pastes go on or off the 8x8 grid, and the result is saved again at a quality above, equal to or below "
+        "the host's (authentic: the file itself, re-saved, or cropped and re-saved). For the JPEG traces.",
+    ),
     post: bool = typer.Option(True, "--post/--no-post", help="Post-processing chains (JPEG, resize, blur, noise)."),
     area: str = typer.Option(
         None,
@@ -310,6 +319,7 @@ def synth(
         forge_scale=forge_scale,
         translate=translate,
         translate_objects=translate_objects,
+        history=history,
         post=PostConfig() if post else PostConfig.disabled(),
         **shape,
     )

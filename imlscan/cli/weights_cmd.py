@@ -278,6 +278,64 @@ def calibrate(
     )
 
 
+@weights_app.command("fuse")
+def fuse(
+    src: Path = typer.Argument(..., help="Trained (and calibrated) .safetensors file."),
+    dataset: str = typer.Argument(
+        ...,
+        help="Labelled set from the TRAINING split with compression histories (e.g. 'imlscan synth --split train "
+        "--history 0.7'), NOT your test set.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the copy that carries the fusion rule."),
+    traces: str = typer.Option("adq,grid,ghost,noise", "--traces", help="Traces to fit terms for (ela never fuses)."),
+    references: str = typer.Option(
+        None,
+        "--references",
+        help="Authentic set whose reference scores are recomputed with the fusion on. Default: the file's own.",
+        show_default=False,
+    ),
+    pixels: int = typer.Option(4096, "--pixels", min=64, help="Pixels drawn per image (half inside the mask)."),
+    penalty: float = typer.Option(1.0, "--penalty", min=0.0, help="L2 penalty on the terms, per image's pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the pixel draw (the fit is deterministic)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the rule as JSON on stdout."),
+) -> None:
+    """Fit the rule that fuses the forensic traces (imlscan traces) with the weights' map, and write a
+    copy of the weights that carries it: scans with that file fuse the traces that apply to each photo,
+    and report each one's contribution. Tensors are unchanged; a photo no trace applies to (a PNG for
+    the JPEG traces) is scored exactly as before.
+
+    Example: imlscan weights fuse model.safetensors synth-hist-train/pairs.json --out model-traces.safetensors
+    """
+    from imlscan.calibrate import fit_fusion
+    from imlscan.cli.progress import ProgressBar
+    from imlscan.scanning.traces import parse_trace_names
+
+    with ProgressBar("fitting the fusion") as bar:
+        rule = fit_fusion(
+            src,
+            dataset,
+            out,
+            traces=parse_trace_names(traces),
+            references=references,
+            pixels_per_image=pixels,
+            penalty=penalty,
+            seed=seed,
+            progress=bar,
+        )
+    d = rule.to_dict()
+    if json_out:
+        stdout_json(d)
+    rows = [(name, f"{v['bias']:+.3f}", f"{v['weight']:+.3f}") for name, v in d["terms"].items()]
+    for name, bias, weight in rows:
+        err_console.print(f"  {name:6s} bias {bias}  weight {weight}", markup=False)
+    f = d["fitted"]
+    err_console.print(
+        f"wrote {out}: {len(rows)} trace term(s) fitted on {f['images']} images; pixel log-loss "
+        f"{f['log_loss_network_alone']:.4f} (network alone) -> {f['log_loss_fused']:.4f} (fused)",
+        markup=False,
+    )
+
+
 @weights_app.command("references")
 def references(
     src: Path = typer.Argument(..., help="Calibrated .safetensors file."),

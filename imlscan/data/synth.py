@@ -21,6 +21,14 @@ marked, like an annotator's boundary. Geometric post-processing (resize) resampl
 coverage > 0.5. Regions smaller than ``min_area`` of the image, or whose change is invisible
 (most masked pixels within 2 grey levels of the host), are rejected and drawn again.
 
+Compression histories (``history``, a share of samples): most hosts are camera JPEGs, and what
+a JPEG remembers of its past is the strongest trace a paste leaves in it. Such a sample keeps its
+host at its own size and grid (cropped from the top left, never resized), pastes without
+resampling or flipping (half on the 8x8 grid, half off it), and is saved once more as a JPEG at a
+quality drawn above, equal to or below the host's own. Its authentic samples are the host file
+itself (saved once), the host re-saved (twice, aligned), or the host cropped off the grid and
+re-saved. Samples without a history are drawn exactly as before.
+
 Determinism: sample ``i`` is a pure function of ``(seed, i)`` (its own numpy generator seeded
 with both), so data-loader workers, sharding and resumed runs all see the same data.
 
@@ -32,10 +40,11 @@ photos and the validation photos are never used for training data.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,6 +55,7 @@ from PIL import Image, ImageOps
 from imlscan.data.transforms import PostConfig, apply_chain, jpeg_roundtrip, resize_mask, sample_chain
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_bytes, atomic_write_text
+from imlscan.jpegtables import jpeg_file_quality
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 KINDS = ("splice", "copymove", "removal")
@@ -74,6 +84,7 @@ class SynthConfig:
     host_resize_range: tuple[float, float] = (0.5, 0.9)
     forge_scale: float = 0.0  # share of samples forged on an upsampled host (then seen downsampled)
     forge_scale_range: tuple[float, float] = (1.25, 2.5)  # per axis, log-uniform
+    history: float = 0.0  # share of samples given a camera-style compression history (see HISTORY)
     post: PostConfig = field(default_factory=PostConfig)
     max_attempts: int = 40
 
@@ -99,6 +110,10 @@ class SynthConfig:
             raise UsageError(f"bad forge_scale_range {self.forge_scale_range}: need 1 <= MIN <= MAX <= 4")
         if self.size is not None and self.size < 32:
             raise UsageError(f"size must be at least 32 pixels, got {self.size}")
+        if not 0.0 <= self.history <= 1.0:
+            raise UsageError(f"history share must be in [0, 1], got {self.history}")
+        if self.history and self.size:
+            raise UsageError("--history needs hosts at their own size", hint="drop --size: a resize erases the grid")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +215,16 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
         k = max_side / max(h, w)
         rgb = cv2.resize(rgb, (max(1, round(w * k)), max(1, round(h * k))), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(rgb)
+
+
+def _stored_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of an encoded image as decoded with its EXIF orientation, or None."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = ImageOps.exif_transpose(im).size
+    except (OSError, ValueError):
+        return None
+    return h, w
 
 
 def region_id(path: Path) -> str:
@@ -334,9 +359,13 @@ def splice(
     cfg: SynthConfig,
     regions: Sequence[Path] | None = None,
     donor_regions: Sequence[Path] | None = None,
+    *,
+    grid: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """Paste a region of ``donor`` into ``host``. ``donor_regions`` are label maps of the donor
-    photo itself: with them the region can be a real object of the donor. ``None``: rejected."""
+    photo itself: with them the region can be a real object of the donor. ``grid`` ("aligned" or
+    "off"): a compression-history sample, pasted without resampling, on or off the 8x8 grid.
+    ``None``: rejected."""
     params: dict = {}
     if rng.random() < cfg.donor_jpeg:
         qs = [int(rng.integers(50, 101))]
@@ -345,7 +374,7 @@ def splice(
         for q in qs:
             donor, _ = jpeg_roundtrip(donor, q)
         params["donor_jpeg"] = qs
-    return _transfer(host, donor, rng, cfg, "splice", regions, donor_regions, params)
+    return _transfer(host, donor, rng, cfg, "splice", regions, donor_regions, params, grid=grid)
 
 
 def copy_move(
@@ -354,9 +383,12 @@ def copy_move(
     cfg: SynthConfig,
     regions: Sequence[Path] | None = None,
     own_regions: Sequence[Path] | None = None,
+    *,
+    grid: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict] | None:
-    """Paste a region of ``host`` elsewhere in it; the mask is the pasted region only."""
-    return _transfer(host, host, rng, cfg, "copymove", regions, own_regions, {})
+    """Paste a region of ``host`` elsewhere in it; the mask is the pasted region only (``grid``:
+    as for ``splice``)."""
+    return _transfer(host, host, rng, cfg, "copymove", regions, own_regions, {}, grid=grid)
 
 
 def removal(
@@ -424,20 +456,25 @@ def _transfer(
     regions: Sequence[Path] | None,
     own_regions: Sequence[Path] | None,
     params: dict,
+    *,
+    grid: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """Shared splice/copy-move path: a region of ``source`` mapped into ``host`` by one affine
-    transform (scale, rotation, flip, translation) that moves pixels and region together."""
+    transform (scale, rotation, flip, translation) that moves pixels and region together. With
+    ``grid``, a pure translation by whole pixels, a multiple of 8 ("aligned") or not ("off")."""
     h, w = host.shape[:2]
     sh, sw = source.shape[:2]
     target_area = _log_uniform(rng, *cfg.area) * h * w
     translated = rng.random() < cfg.translate
+    if grid is not None:
+        translated, cfg = True, replace(cfg, translate_objects=True)
     if translated:  # no resampling: the hardest case (copy-moves leave no other trace)
         scale, angle = 1.0, 0.0
     elif kind == "splice":
         scale, angle = _log_uniform(rng, 0.6, 1.6), float(rng.uniform(-30, 30))
     else:
         scale, angle = _log_uniform(rng, 0.75, 1.33), float(rng.uniform(-45, 45))
-    flip = bool(rng.random() < (0.2 if kind == "splice" else 0.3))
+    flip = bool(rng.random() < (0.2 if kind == "splice" else 0.3)) and grid is None
 
     aligned = _own_segment(rng, cfg, own_regions, (sh, sw), lo=cfg.min_area, hi=0.5)
     if aligned is not None:
@@ -474,6 +511,10 @@ def _transfer(
     shift = best - lin @ cs
     if scale == 1.0 and angle == 0.0:
         shift = np.round(shift)  # whole-pixel moves copy pixels exactly (no resampling trace)
+    if grid == "aligned":
+        shift = 8.0 * np.round(shift / 8.0)
+    elif grid == "off" and not (shift % 8).any():
+        shift[0] += int(rng.integers(1, 8))
     affine = np.hstack([lin, shift[:, None]]).astype(np.float64)
 
     content = cv2.warpAffine(source, affine, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
@@ -665,11 +706,15 @@ class SynthGenerator:
             self._perm = (epoch, np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(n))
         return int(self._perm[1][i % n])
 
-    def load(self, index: int, scale: tuple[float, float] | None = None) -> np.ndarray:
+    def load(self, index: int, scale: tuple[float, float] | None = None, *, keep_grid: bool = False) -> np.ndarray:
         """A host photo as the generator uses it: decoded, capped, resized to ``size``; for a
         sample forged larger, also upsampled by ``scale`` (x, y), the long side capped at
-        ``max_side``."""
+        ``max_side``. ``keep_grid``: never resized, a large photo is cropped from its top left
+        to ``max_side``, so its 8x8 JPEG grid stays where the file has it."""
         cfg = self.config
+        if keep_grid:
+            rgb = load_rgb(self.hosts[index], None)
+            return np.ascontiguousarray(rgb[: cfg.max_side, : cfg.max_side])
         rgb = load_rgb(self.hosts[index], cfg.max_side)
         h, w = (cfg.size, cfg.size) if cfg.size else rgb.shape[:2]
         if scale:
@@ -692,12 +737,20 @@ class SynthGenerator:
         scale = None
         if cfg.forge_scale > 0 and rng.random() < cfg.forge_scale:
             scale = (_log_uniform(rng, *cfg.forge_scale_range), _log_uniform(rng, *cfg.forge_scale_range))
-        hi, host = self._load_host(self.host_index(i), rng, scale)
+        history = cfg.history > 0 and rng.random() < cfg.history
+        if history:
+            scale = None
+        hi, host = self._load_host(self.host_index(i), rng, scale, keep_grid=history)
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
+        if history:
+            params["history"] = {
+                "host_quality": self._host_quality(hi),
+                "grid": "aligned" if rng.random() < 0.5 else "off",
+            }
         if scale:  # the factors drawn, and the size forged at (the long side capped at max_side)
             params["forge_scale"] = [round(scale[0], 4), round(scale[1], 4)]
             params["forge_size"] = [int(host.shape[1]), int(host.shape[0])]
-        if cfg.host_resize > 0 and rng.random() < cfg.host_resize:
+        if not history and cfg.host_resize > 0 and rng.random() < cfg.host_resize:
             h, w = host.shape[:2]
             host, params["host_resize"] = rescale_host(host, rng, cfg.host_resize_range)
             if cfg.size:  # a fixed-size set stays fixed-size; the way back up keeps the grid erased
@@ -711,15 +764,17 @@ class SynthGenerator:
                 if kind == "splice" and len(self.hosts) > 1:
                     di = int(rng.integers(len(self.hosts) - 1))
                     di += di >= hi
-                    di, donor = self._load_host(di, rng, scale)
-                    out = splice(host, donor, rng, cfg, self.regions, self._own(di))
+                    di, donor = self._load_host(di, rng, scale, keep_grid=history)
+                    grid = params["history"]["grid"] if history else None
+                    out = splice(host, donor, rng, cfg, self.regions, self._own(di), grid=grid)
                     if out is not None:
                         out[2]["donor"] = self.hosts[di].name
                 elif kind == "removal":
                     out = removal(host, rng, cfg, self.regions, self._own(hi))
                 else:
                     kind = "copymove"
-                    out = copy_move(host, rng, cfg, self.regions, self._own(hi))
+                    grid = params["history"]["grid"] if history else None
+                    out = copy_move(host, rng, cfg, self.regions, self._own(hi), grid=grid)
                 if out is not None:
                     params["attempts"] = attempt + 1
                     break
@@ -732,6 +787,8 @@ class SynthGenerator:
         else:
             manipulated, mask, extra = out
             params.update(extra)
+        if history:
+            return self._with_history(i, rng, hi, host, manipulated, mask, params)
         chain = sample_chain(rng, cfg.post)
         image, final_mask, encoded = apply_chain(manipulated, mask, chain, keep_size=cfg.size is not None)
         if scale and cfg.size:
@@ -740,13 +797,63 @@ class SynthGenerator:
         params["format"] = "jpeg" if encoded is not None else "png"
         return SynthSample(int(i), image, final_mask, params, encoded, host, manipulated)
 
+    def _host_quality(self, index: int) -> int | None:
+        """The IJG quality of a JPEG host's own tables (None: not a JPEG)."""
+        try:
+            return jpeg_file_quality(self.hosts[index].read_bytes())
+        except OSError:
+            return None
+
+    def _with_history(
+        self,
+        i: int,
+        rng: np.random.Generator,
+        hi: int,
+        host: np.ndarray,
+        manipulated: np.ndarray,
+        mask: np.ndarray,
+        params: dict,
+    ) -> SynthSample:
+        """Finish a sample with a compression history: saved once more as a JPEG, at a quality
+        above, equal to or below the host's; an authentic sample may instead be the host file
+        itself or the host cropped off the 8x8 grid and re-saved."""
+        hist = params["history"]
+        q_host = hist["host_quality"]
+        relation = ("above", "equal", "below")[int(rng.integers(3))]
+        if q_host is None:
+            relation, q = "host not a JPEG", int(rng.integers(60, 96))
+        elif relation == "above":
+            q = min(100, q_host + int(rng.integers(5, 21)))
+        elif relation == "below":
+            q = max(40, q_host - int(rng.integers(5, 26)))
+        else:
+            q = q_host
+        hist.update(relation=relation, quality=q)
+        image = manipulated
+        if params["kind"] == "negative":
+            variant = ("original", "resaved", "cropped")[int(rng.integers(3))]
+            original = self.hosts[hi].read_bytes() if q_host is not None else None
+            if variant == "original" and original is not None and host.shape[:2] == _stored_size(original):
+                hist.update(variant="original", quality=q_host, relation="saved once")
+                params["post"], params["format"] = [], "jpeg"
+                return SynthSample(int(i), host, mask, params, original, host, manipulated)
+            if variant == "cropped":
+                dy, dx = int(rng.integers(1, 8)), int(rng.integers(1, 8))
+                image, mask = image[dy:], mask[dy:]
+                image, mask = np.ascontiguousarray(image[:, dx:]), np.ascontiguousarray(mask[:, dx:])
+                hist["crop"] = [dx, dy]
+            hist["variant"] = "cropped" if variant == "cropped" else "resaved"
+        image, encoded = jpeg_roundtrip(np.ascontiguousarray(image), q)
+        params["post"], params["format"] = [{"op": "jpeg", "quality": q}], "jpeg"
+        return SynthSample(int(i), image, mask, params, encoded, host, manipulated)
+
     def _load_host(
-        self, index: int, rng: np.random.Generator, scale: tuple[float, float] | None = None
+        self, index: int, rng: np.random.Generator, scale: tuple[float, float] | None = None, *, keep_grid: bool = False
     ) -> tuple[int, np.ndarray]:
         """Decode a host; an unreadable photo is replaced by a deterministic other one."""
         for _ in range(10):
             try:
-                return index, self.load(index, scale)
+                return index, self.load(index, scale, keep_grid=keep_grid)
             except (OSError, ValueError, Image.DecompressionBombError, cv2.error):
                 index = int(rng.integers(len(self.hosts)))
         raise ImlscanError("cannot decode the host photos", hint="check the photos folder")

@@ -46,6 +46,9 @@ from imlscan.eval.metrics import (
 from imlscan.eval.perturb import Perturbation
 from imlscan.eval.plot import line_plot
 from imlscan.fsutil import atomic_path, atomic_write_text
+from imlscan.imageio import from_array
+from imlscan.scanning.fusion import FusionRule, fuse_traces
+from imlscan.scanning.traces import TRACES, Photo, compute_traces
 from imlscan.scanning.workers import decoding_pool
 
 PROTOCOLS = {
@@ -169,6 +172,10 @@ class EvalOptions:
     bootstrap: int = 1000
     seed: int = 0
     save_predictions: bool = False
+    # Forensic traces: None = as the weights' fusion rule says; () = none (the network alone);
+    # names = the rule's terms for those traces only. trace_alone: score one trace's own map.
+    traces: tuple[str, ...] | None = None
+    trace_alone: str | None = None
 
     def validate(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -179,6 +186,17 @@ class EvalOptions:
             raise UsageError("--batch-size must be >= 1, --workers >= 0 and --bootstrap >= 0")
         if self.limit is not None and self.limit < 1:
             raise UsageError("--limit must be >= 1")
+        if self.trace_alone is not None and self.trace_alone not in TRACES:
+            raise UsageError(f"unknown trace {self.trace_alone!r}", hint=f"known: {', '.join(TRACES)}")
+
+    def trace_names(self, rule: FusionRule | None) -> tuple[str, ...]:
+        """The traces each image needs: the one scored alone, or the rule's (restricted to
+        ``traces`` when given); none without a rule."""
+        if self.trace_alone is not None:
+            return (self.trace_alone,)
+        if rule is None:
+            return ()
+        return tuple(n for n in rule.traces if self.traces is None or n in self.traces)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,11 +271,21 @@ def prepare_item(task: dict[str, Any]) -> dict[str, Any]:
                 hint="run 'imlscan eval --check DATASET --fix-masks'",
             )
         pert: Perturbation | None = task["perturbation"]
+        names = task.get("traces") or ()
+        data = Path(task["image"]).read_bytes() if names and pert is None else None
         if pert is not None:
-            rgb, mask = pert.apply(rgb, mask, seed=task["seed"], index=task["index"])
+            if names:
+                rgb, mask, data = pert.apply_file(rgb, mask, seed=task["seed"], index=task["index"])
+            else:
+                rgb, mask = pert.apply(rgb, mask, seed=task["seed"], index=task["index"])
+        # Traces read the file at its own resolution, as stored (eval's masks follow the stored grid).
+        traces = compute_traces(Photo(data, from_array(rgb)), names) if names else {}
         if task["protocol"] == "paper":
             size = task["size"]
             rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+            for r in traces.values():
+                if r.map is not None:
+                    r.map = cv2.resize(r.map, (size, size), interpolation=cv2.INTER_LINEAR)
             if mask is not None:
                 mask = cv2.resize(mask.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST).astype(bool)
         if mask is None:
@@ -275,6 +303,7 @@ def prepare_item(task: dict[str, Any]) -> dict[str, Any]:
             "height": h,
             "error": None,
             "keypoints": kp,
+            "traces": traces,
         }
     except ImlscanError as e:
         return {"index": task["index"], "error": e.message, "hint": e.hint}
@@ -340,6 +369,8 @@ def run_setting(
     label = "clean" if perturbation is None else perturbation.label
     res = SettingResult(label, perturbation, MetricAccumulator(threshold=opts.threshold))
     keypoint_job = predictor.keypoint_job()
+    rule = fusion_rule(predictor, opts)
+    trace_names = opts.trace_names(rule)
     tasks = [
         {
             "index": i,
@@ -350,6 +381,7 @@ def run_setting(
             "size": PAPER_SIZE,
             "seed": opts.seed,
             "keypoints": keypoint_job,
+            "traces": trace_names,
         }
         for i, s in enumerate(items)
     ]
@@ -391,7 +423,11 @@ def run_setting(
         scoring: deque[Future] = deque()
 
         def flush() -> None:
-            probs = predictor.predict_batch([it["rgb"] for it in batch], [it.get("keypoints") for it in batch])
+            if opts.trace_alone is not None:
+                probs = [_alone(it, opts.trace_alone) for it in batch]
+            else:
+                probs = predictor.predict_batch([it["rgb"] for it in batch], [it.get("keypoints") for it in batch])
+                probs = [fuse_traces(p, it["traces"], rule)[0] for p, it in zip(probs, batch)]
             scoring.append(scorer.submit(score, list(batch), probs))
             batch.clear()
             while len(scoring) > 2:
@@ -409,6 +445,25 @@ def run_setting(
             scoring.popleft().result()
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def fusion_rule(predictor: Any, opts: EvalOptions) -> FusionRule | None:
+    """The weights' fusion rule as this evaluation applies it: restricted to ``opts.traces``
+    (None: every term; empty: no rule, the network alone)."""
+    info = getattr(predictor, "weights_info", None)
+    rule = FusionRule.of(info.metadata if info is not None else None)
+    if rule is None or opts.traces is None:
+        return rule
+    terms = {n: t for n, t in rule.terms.items() if n in opts.traces}
+    return FusionRule(terms=terms, version=rule.version, fitted=rule.fitted) if terms else None
+
+
+def _alone(item: dict[str, Any], name: str) -> np.ndarray:
+    """One trace's own map as the prediction (zero where it does not apply)."""
+    r = item["traces"].get(name)
+    if r is None or not r.applies or r.map is None:
+        return np.zeros(item["rgb"].shape[:2], np.float32)
+    return np.asarray(r.map, np.float32)
 
 
 def summarize(res: SettingResult, opts: EvalOptions, *, ci: bool) -> None:
@@ -535,6 +590,11 @@ def evaluate_dataset(
         | ({"size": PAPER_SIZE} if opts.protocol == "paper" else {}),
         "weights": weights,
         "copy_move": predictor.copy_move.settings() if predictor.copy_move is not None else None,
+        "traces": {
+            "alone": opts.trace_alone,
+            "fusion": None if (rule := fusion_rule(predictor, opts)) is None else rule.to_dict(),
+            "computed": list(opts.trace_names(rule)),
+        },
         "n_images": n,
         "n_manipulated": sum(s.manipulated for s in items),
         "n_authentic": sum(not s.manipulated for s in items),

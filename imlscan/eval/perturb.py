@@ -76,6 +76,25 @@ class Perturbation:
             rgb, mask = apply_step(step, rgb, mask, rng=np.random.default_rng([seed, index, k]))
         return rgb, mask
 
+    def apply_file(
+        self, rgb: np.ndarray, mask: np.ndarray | None, *, seed: int = 0, index: int = 0
+    ) -> tuple[np.ndarray, np.ndarray | None, bytes]:
+        """Like ``apply``, with the file the perturbed photo would be: the JPEG itself when the
+        chain ends with a JPEG step, else a PNG of the pixels (what the forensic traces read)."""
+        data = None
+        for k, step in enumerate(self.steps):
+            if step.kind == "jpeg":
+                rgb, data = _jpeg(rgb, int(step.value))
+            else:
+                rgb, mask = apply_step(step, rgb, mask, rng=np.random.default_rng([seed, index, k]))
+                data = None
+        if data is None:
+            ok, buf = cv2.imencode(".png", rgb[:, :, ::-1], [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            if not ok:
+                raise RuntimeError("OpenCV could not encode PNG")
+            data = buf.tobytes()
+        return rgb, mask, data
+
 
 def _value(kind: str, text: str, spec: str) -> float:
     if not _NUMBER.match(text.strip()):
@@ -142,10 +161,7 @@ def apply_step(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Apply one step to an ``H x W x 3`` uint8 RGB image and its (optional) bool mask."""
     if step.kind == "jpeg":
-        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(step.value)])
-        if not ok:
-            raise RuntimeError("OpenCV could not encode JPEG")
-        return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]), mask
+        return _jpeg(rgb, int(step.value))[0], mask
     if step.kind == "blur":
         k = int(step.value)
         return cv2.GaussianBlur(rgb, (k, k), 0), mask
@@ -161,3 +177,11 @@ def apply_step(
             mask = cv2.resize(mask.astype(np.uint8), (nw, nh), interpolation=cv2.INTER_NEAREST).astype(bool)
         return out, mask
     raise UsageError(f"unknown perturbation {step.kind!r}", hint=GRAMMAR)
+
+
+def _jpeg(rgb: np.ndarray, quality: int) -> tuple[np.ndarray, bytes]:
+    """A JPEG round trip with OpenCV's encoder: the decoded pixels and the file's bytes."""
+    ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("OpenCV could not encode JPEG")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[:, :, ::-1]), buf.tobytes()

@@ -30,6 +30,7 @@ from imlscan.defaults import DEFAULT_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_text, sha256_bytes
 from imlscan.imageio import IMAGE_EXTENSIONS, decode_bytes, read_file
+from imlscan.scanning.provenance import provenance_tags, read_provenance, summary_fields
 from imlscan.scanning.report import OUTPUT_SUFFIXES, output_paths, render_contact_sheet, write_outputs
 from imlscan.scanning.workers import decoding_pool
 
@@ -47,6 +48,10 @@ SUMMARY_COLUMNS = [
     "width",
     "height",
     "sha256",
+    "software",
+    "camera",
+    "c2pa",
+    "thumbnail_mismatch",
     "json",
     "overlay",
     "error",
@@ -162,7 +167,7 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
 
     info = predictor.weights_info
     settings = {
-        "schema": "imlscan.scanning.batch/1",
+        "schema": "imlscan.batch/1",
         "score_version": SCORE_VERSION,
         "weights": (info.sha256 or info.name) if info is not None else type(predictor.model).__name__,
         "mode": predictor.mode,
@@ -175,6 +180,8 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
     }
     if predictor.copy_move is not None:  # only then, so records written before the fusion existed stay valid
         settings["copy_move"] = predictor.copy_move.settings()
+    if predictor.traces:
+        settings["traces"] = list(predictor.traces)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -208,7 +215,23 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
 
         kp = map_ahead(task["keypoints"], decoded.rgb)
     keypoints_s = time.perf_counter() - t0 - decode_s
-    return {"kind": "image", "decoded": decoded, "decode_s": decode_s, "keypoints": kp, "keypoints_s": keypoints_s}
+    t1 = time.perf_counter()
+    traces = {}
+    if task.get("traces"):
+        from imlscan.scanning.traces import Photo, compute_traces
+
+        traces = compute_traces(Photo(data, decoded), task["traces"])
+    provenance = read_provenance(data, decoded_rgb=decoded.rgb)  # a picklable dataclass
+    return {
+        "kind": "image",
+        "decoded": decoded,
+        "decode_s": decode_s,
+        "keypoints": kp,
+        "keypoints_s": keypoints_s,
+        "traces": traces,
+        "traces_s": time.perf_counter() - t1,
+        "provenance": provenance,
+    }
 
 
 def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]) -> dict[str, Any] | None:
@@ -293,6 +316,7 @@ def run_batch(
             "overwrite": options.overwrite,
             "max_pixels": options.max_pixels,
             "keypoints": keypoint_job,
+            "traces": predictor.traces,
         }
 
     announce = before_inference
@@ -387,6 +411,10 @@ def _infer_and_write(
             yield rel, _error_record(rel, root, key, msg, decoded.sha256)
             continue
         prob, copy_move = part
+        traces = res.get("traces") or {}
+        fusion = None
+        if traces:
+            prob, fusion = predictor.apply_fusion(prob, traces)
         result = build_result(
             decoded,
             prob,
@@ -395,7 +423,11 @@ def _infer_and_write(
             decode_s=res["decode_s"],
             inference_s=inf_s + res.get("keypoints_s", 0.0),  # the map's time, wherever it was computed
             copy_move=copy_move,
+            traces=traces,
+            fusion=fusion,
+            traces_s=res.get("traces_s", 0.0),
         )
+        result.provenance = res.get("provenance")
         folder, name = out / Path(rel).parent, Path(rel).name
         _clear_previous(folder, name)
         try:
@@ -474,6 +506,7 @@ def _write_aggregates(
                 "mask_fraction": float(r.get("mask_fraction", 0.0)),
                 "thumb": thumb.read_bytes() if thumb is not None and thumb.is_file() else None,
                 "link": (folder / link).as_posix() if link else None,
+                "tags": provenance_tags(r.get("provenance")),
             }
         )
     from imlscan.scanning.predict import SMALL_IMAGE_WARNING, UNTRAINED_WARNING
@@ -509,6 +542,7 @@ def _summary_row(rank: int | str, r: dict[str, Any]) -> dict[str, Any]:
         "width": inp.get("width", ""),
         "height": inp.get("height", ""),
         "sha256": inp.get("sha256") or "",
+        **summary_fields(r.get("provenance") if ok else None),
         "json": rel("json"),
         "overlay": rel("overlay"),
         "error": r.get("error", ""),

@@ -12,7 +12,7 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -223,16 +223,19 @@ def run_end_to_end(
     out_dir: str | os.PathLike | None = None,
     copy_move: bool | None = None,
     keypoints: bool | None = None,
+    traces: Sequence[str] = (),
 ) -> dict:
     """Time each stage of scanning a folder (decode, preprocess, model, copy-move detectors when
-    the weights carry it or ``copy_move`` asks, write outputs), one image at a time, to show where
-    the time goes. Outputs go to a temporary folder unless ``out_dir`` is given."""
+    the weights carry it or ``copy_move`` asks, each forensic trace in ``traces``, write outputs),
+    one image at a time, to show where the time goes. Outputs go to a temporary folder unless
+    ``out_dir`` is given."""
     import tempfile
 
     import cv2
 
-    from imlscan.imageio import load_image
+    from imlscan.imageio import decode_bytes, read_file
     from imlscan.scanning.copymove import fuse, matcher_for
+    from imlscan.scanning.traces import Photo, compute_traces
 
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
@@ -246,6 +249,8 @@ def run_end_to_end(
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "copy_move": 0.0, "write": 0.0}
     if matcher is None:
         del stages["copy_move"]
+    for name in traces:
+        stages[f"trace:{name}"] = 0.0
     pixels = 0
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(out_dir or tmp)
@@ -254,7 +259,9 @@ def run_end_to_end(
             fast(torch.zeros(1, 3, size, size, device=dev))  # warm-up
             for i, f in enumerate(files):
                 t0 = time.perf_counter()
-                rgb = load_image(f).rgb
+                data = read_file(f)
+                decoded = decode_bytes(data, name=str(f))
+                rgb = decoded.rgb
                 t1 = time.perf_counter()
                 h, w = rgb.shape[:2]
                 pixels += h * w
@@ -270,6 +277,9 @@ def run_end_to_end(
                     xm = x if s == size else _normalized(rgb, s, mean, std, dev)
                     prob = fuse(prob, matcher.image_map(small, xm, prob.shape))
                     stages["copy_move"] += time.perf_counter() - t3
+                if traces:
+                    for name, r in compute_traces(Photo(data, decoded), traces).items():
+                        stages[f"trace:{name}"] += r.seconds
                 t3b = time.perf_counter()
                 prob = cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
                 cv2.imwrite(str(out / f"{i:06d}.prob.png"), np.round(np.clip(prob, 0, 1) * 65535).astype(np.uint16))
@@ -287,6 +297,10 @@ def run_end_to_end(
         "seconds": {k: v for k, v in stages.items()},
         "share": {k: v / total for k, v in stages.items()},
         "copy_move": matcher.settings() if matcher is not None else None,
+        "traces": list(traces),
+        "traces_s_per_megapixel": (
+            sum(v for k, v in stages.items() if k.startswith("trace:")) / (pixels / 1e6) if traces and pixels else None
+        ),
     }
 
 

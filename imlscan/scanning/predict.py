@@ -8,10 +8,12 @@ everything around it.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -32,6 +34,7 @@ from imlscan.models.fuse import fast_forward
 from imlscan.models.sparsevit import SparseViT
 from imlscan.scanning.copymove import fuse, matcher_for
 from imlscan.scanning.copymove_keypoints import KeypointJob
+from imlscan.scanning.fusion import FusionRule, fuse_traces
 from imlscan.scanning.result import (
     STALE_REFERENCES_NOTE,
     ScanResult,
@@ -41,6 +44,7 @@ from imlscan.scanning.result import (
     precision_mismatch_warning,
     stale_references,
 )
+from imlscan.scanning.traces import DEFAULT_TRACES, Photo, TraceResult, compute_traces
 from imlscan.weights.store import load_model, preprocessing_override_note
 
 UNTRAINED_WARNING = (
@@ -79,8 +83,13 @@ class Predictor:
         cudnn: bool = False,
         copy_move: bool | None = None,
         keypoints: bool | None = None,
+        traces: Sequence[str] | None = None,
     ):
         info = getattr(model, "weights_info", None)
+        # The forensic traces computed for each file (None: all; ()/[]: none) and the weights'
+        # rule that fuses them (None: the map stays the weights' own; the traces are only shown).
+        self.traces = DEFAULT_TRACES if traces is None else tuple(traces)
+        self.fusion = FusionRule.of(info.metadata if info is not None else None)
         prep = info.preprocessing if info is not None else {}
         self.model = model.eval()
         self.weights_info = info
@@ -183,6 +192,33 @@ class Predictor:
         small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
         cm = self.copy_move.image_map(small, self.to_tensor([small]), prob.shape[:2], keypoint_map)
         return fuse(prob, cm), cm
+
+    def fuse_file(
+        self, prob: np.ndarray, data: bytes | None, decoded: Any
+    ) -> tuple[np.ndarray, dict[str, TraceResult], dict[str, Any] | None]:
+        """The forensic traces of the file behind ``decoded`` (its bytes ``data``) and the map
+        fused with them by the weights' rule: ``(fused, traces, fusion)``. Without the bytes (an
+        array or PIL input) or with traces off, ``prob`` comes back unchanged."""
+        if data is None or not self.traces:
+            return prob, {}, None
+        results = compute_traces(Photo(data, decoded), self.traces)
+        fused, fusion = self.apply_fusion(prob, results)
+        return fused, results, fusion
+
+    def apply_fusion(self, prob: np.ndarray, results: dict[str, TraceResult]) -> tuple[np.ndarray, dict[str, Any]]:
+        """``prob`` fused with traces already computed (e.g. by a decoding worker), and the
+        report's account of it: applied or not, why, and each trace's contribution."""
+        fused, contributions = fuse_traces(prob, results, self.fusion)
+        if self.fusion is None:
+            fusion = {"applied": False, "reason": "these weights carry no fusion rule: the traces are shown, not fused"}
+        else:
+            fusion = {
+                "applied": bool(contributions),
+                "reason": "fused" if contributions else "no trace that the rule fuses applies to this file",
+                "contributions_logit": contributions,
+                "rule": self.fusion.to_dict(),
+            }
+        return fused, fusion
 
     def keypoint_job(self) -> KeypointJob | None:
         """The keypoint detector's work for decoding workers to do ahead of ``predict_parts``
@@ -321,19 +357,28 @@ def scan(
     precision: str | None = None,
     max_pixels: int | None = None,
 ) -> ScanResult:
-    """Scan one photo (a path, a PIL image or an ``H x W x 3`` uint8 RGB array).
+    """Scan one photo (a path, a PIL image or an ``H x W x 3`` uint8 RGB array); a path's result
+    also carries what the file says about itself (``ScanResult.provenance``).
 
     ``model`` is a loaded model, a :class:`Predictor` (its own mode/size/device are then used),
     or ``None`` to load ``weights`` (default: the embedded weights, or an untrained model, which
     the result says loudly). For many images, load the model once and pass it.
     """
     from imlscan.defaults import DEFAULT_MAX_PIXELS
-    from imlscan.imageio import load_image
+    from imlscan.imageio import decode_bytes, load_image, read_file
+    from imlscan.scanning.provenance import read_provenance
 
     check_threshold(threshold)
     t0 = time.perf_counter()
-    decoded = load_image(image, max_pixels=DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    data = None
+    if isinstance(image, (str, os.PathLike)):  # the bytes, read once: the traces read the file itself
+        data = read_file(Path(image))
+        decoded = decode_bytes(data, name=str(image), max_pixels=limit)
+    else:
+        decoded = load_image(image, max_pixels=limit)
     decode_s = time.perf_counter() - t0
+    provenance = read_provenance(data, decoded_rgb=decoded.rgb) if data is not None else None
     if isinstance(model, Predictor):
         predictor = model
     else:
@@ -345,9 +390,22 @@ def scan(
     t1 = time.perf_counter()
     prob, copy_move = predictor.predict_parts([decoded.rgb])[0]
     inference_s = time.perf_counter() - t1
-    return build_result(
-        decoded, prob, predictor, threshold=threshold, decode_s=decode_s, inference_s=inference_s, copy_move=copy_move
+    t2 = time.perf_counter()
+    prob, traces, fusion = predictor.fuse_file(prob, data, decoded)
+    result = build_result(
+        decoded,
+        prob,
+        predictor,
+        threshold=threshold,
+        decode_s=decode_s,
+        inference_s=inference_s,
+        copy_move=copy_move,
+        traces=traces,
+        fusion=fusion,
+        traces_s=time.perf_counter() - t2,
     )
+    result.provenance = provenance
+    return result
 
 
 def build_result(
@@ -359,6 +417,9 @@ def build_result(
     decode_s: float = 0.0,
     inference_s: float = 0.0,
     copy_move: np.ndarray | None = None,
+    traces: dict[str, TraceResult] | None = None,
+    fusion: dict[str, Any] | None = None,
+    traces_s: float = 0.0,
 ) -> ScanResult:
     """Score, mask, regions and provenance around a probability map (used by scan and batch);
     ``copy_move``, the matcher's own map, says how much of each region the matcher flagged."""
@@ -398,13 +459,16 @@ def build_result(
         timings={
             "decode_s": round(decode_s, 4),
             "inference_s": round(inference_s, 4),
+            "traces_s": round(traces_s, 4),
             "postprocess_s": round(post_s, 4),
-            "total_s": round(decode_s + inference_s + post_s, 4),
+            "total_s": round(decode_s + inference_s + traces_s + post_s, 4),
         },
         versions=versions(),
         warnings=warnings,
         image=decoded.rgb,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        traces=dict(traces or {}),
+        fusion=fusion,
     )
 
 

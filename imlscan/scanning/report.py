@@ -22,6 +22,7 @@ import numpy as np
 from imlscan.fsutil import atomic_write_bytes, atomic_write_text
 from imlscan.imageio import encode_jpeg, encode_png, write_mask_png, write_png, write_prob_png
 from imlscan.scanning.result import REGIONS_DEFINITION, SCORE_DEFINITION, Region, ScanResult
+from imlscan.scanning.trace_views import render_trace, trace_panels_html
 
 COPY_MOVE_NOTE = (
     "copy-move detectors: the share of the region that the copy-move detectors flagged. They mark "
@@ -189,6 +190,11 @@ vertical-align:top}th{background:#f3f3f3}code{word-break:break-all}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:14px}
 .card{border:1px solid #ddd;border-radius:6px;padding:6px;font-size:.85em}.card img{width:100%;height:auto}
 .card .s{font-weight:700;font-size:1.1em}.path{word-break:break-all;color:#333}
+.figs figure.thumb{flex:0 1 200px;max-width:200px}.src{color:#666;font-size:.9em}
+details{margin:8px 0}summary{cursor:pointer;font-weight:600}.findings li{margin:3px 0}
+.traces{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:14px}
+.trace{margin:0;border:1px solid #ddd;border-radius:6px;padding:6px}.trace img{width:100%;height:auto}
+.trace figcaption{text-align:left}
 """
 
 
@@ -241,12 +247,14 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
     parts.append('<div class="figs">')
     for uri, cap in ((original, "original"), (over, "overlay (heat map + outlines)"), (mask_uri, "mask")):
         parts.append(f'<figure><img src="{uri}" alt="{_e(cap)}"><figcaption>{_e(cap)}</figcaption></figure>')
+    parts.append(_exif_thumbnail_figure(result))
     parts.append("</div>")
     h, w = result.prob.shape
     if max(h, w) > DISPLAY_MAX_SIDE:
         parts.append(
             f"<p><small>Pictures downscaled to {DISPLAY_MAX_SIDE} px for display; the image is {w}x{h}.</small></p>"
         )
+    parts.append(_provenance_section(report.get("provenance")))
     parts.append("<h2>How to read this</h2><ul>" + "".join(f"<li>{_e(t)}</li>" for t in HOW_TO_READ) + "</ul>")
     parts.append(f"<h2>Regions</h2><p><small>{_e(REGIONS_DEFINITION)}</small></p>")
     if result.regions:
@@ -264,10 +272,20 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
             parts.append(f"<p><small>{_e(COPY_MOVE_NOTE)}</small></p>")
     else:
         parts.append("<p>No region above the threshold.</p>")
+    if result.traces:
+        parts.append(_traces_section(result))
     if inp.get("notes"):
         parts.append("<h2>Input conversions</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in inp["notes"]) + "</ul>")
-    parts.append("<h2>Provenance</h2><h3>Input</h3>" + _kv_table({k: v for k, v in inp.items() if k != "notes"}))
-    parts.append("<h3>Model</h3>" + _kv_table(result.model))
+    parts.append(
+        "<h2>Provenance of this scan</h2><h3>Input</h3>" + _kv_table({k: v for k, v in inp.items() if k != "notes"})
+    )
+    parts.append("<h3>Model</h3>" + _kv_table({k: v for k, v in result.model.items() if k != "provenance"}))
+    if result.model.get("provenance"):
+        parts.append(
+            "<details><summary>How the weights were trained (their own provenance record)</summary>"
+            + _kv_table(result.model["provenance"])
+            + "</details>"
+        )
     parts.append("<h3>Preprocessing</h3>" + _kv_table(result.preprocessing))
     parts.append(
         "<h3>Run</h3>" + _kv_table({"threshold": result.threshold, **result.timings, "created": result.created})
@@ -276,6 +294,59 @@ def render_html(result: ScanResult, report: dict[str, Any] | None = None, *, ove
     if report.get("outputs"):
         parts.append("<h3>Files</h3>" + _kv_table(report["outputs"]))
     return _page(f"imlscan: {name}", "\n".join(parts))
+
+
+def _traces_section(result: ScanResult) -> str:
+    """The forensic traces: whether and how they entered the map, then one panel per trace."""
+    pictures = {
+        name: data_uri(encode_jpeg(render_trace(r, result.image), 88), "image/jpeg")
+        for name, r in result.traces.items()
+        if result.image is not None
+    }
+    fusion = result.fusion or {}
+    line = fusion.get("reason", "")
+    if fusion.get("contributions_logit"):
+        line += ": " + ", ".join(f"{k} {v:+.2f}" for k, v in fusion["contributions_logit"].items())
+        line += " (mean logit each trace added to the map above)"
+    return trace_panels_html(result.traces, pictures) + (f"<p class='note'>Fusion: {_e(line)}</p>" if line else "")
+
+
+def _exif_thumbnail_figure(result: ScanResult) -> str:
+    """The EXIF thumbnail beside the photo (decoded and re-encoded, never the file's own bytes)."""
+    prov = result.provenance
+    if prov is None or not prov.thumbnail_jpeg:
+        return ""
+    facts = prov.thumbnail or {}
+    cap = "EXIF thumbnail (the preview stored in the file)"
+    if facts.get("compared"):
+        cap += ": differs from the image" if facts.get("mismatch") else ": matches the image"
+    uri = data_uri(prov.thumbnail_jpeg, "image/jpeg")
+    return f'<figure class="thumb"><img src="{uri}" alt="EXIF thumbnail"><figcaption>{_e(cap)}</figcaption></figure>'
+
+
+def _provenance_section(prov: dict[str, Any] | None) -> str:
+    """What the file says about itself: the findings, then every field read, folded."""
+    from imlscan.scanning.provenance import CAVEAT
+
+    head = "<h2>Provenance of the file</h2>"
+    if not prov:
+        return head + "<p>Not read: the input was pixels (an array or a PIL image), not a file.</p>"
+    items = "".join(
+        f'<li>{_e(f.get("text"))} <span class="src">({_e(f.get("source"))})</span></li>'
+        for f in prov.get("findings") or []
+    )
+    body = f'<ul class="findings">{items}</ul>' if items else "<p>No metadata found.</p>"
+    sections = (
+        ("Content Credentials (C2PA)", "c2pa"),
+        ("EXIF", "exif"),
+        ("XMP", "xmp"),
+        ("IPTC", "iptc"),
+        ("EXIF thumbnail", "thumbnail"),
+        ("Container", "container"),
+    )
+    tables = "".join(f"<h3>{label}</h3>" + _kv_table(prov[key]) for label, key in sections if prov.get(key))
+    folded = f"<details><summary>Every field read from the file</summary>{tables}</details>" if tables else ""
+    return head + body + f'<p class="note">{_e(CAVEAT)}</p>' + folded
 
 
 def render_contact_sheet(
@@ -298,13 +369,15 @@ def render_contact_sheet(
         "(see summary.csv for all). A high score is a pointer for a closer look, not proof; a low score "
         "is not proof of authenticity.</p>"
     )
+    parts.append(_tag_filter(entries))
     parts.append('<div class="grid">')
     for rank, e in enumerate(entries, 1):
         img = f'<img src="{data_uri(e["thumb"], "image/jpeg")}" alt="">' if e.get("thumb") else "<p>(no picture)</p>"
         if e.get("link"):
             img = f'<a href="{_e(e["link"])}">{img}</a>'
         parts.append(
-            f'<div class="card">{img}<div class="s">#{rank} &middot; {e["score"]:.3f}</div>'
+            f'<div class="card" data-tags="{_e(" ".join(e.get("tags") or []))}">'
+            f'{img}<div class="s">#{rank} &middot; {e["score"]:.3f}</div>'
             f"<div>flagged {100 * e.get('mask_fraction', 0.0):.2f}%</div>"
             f'<div class="path">{_e(e["relpath"])}</div></div>'
         )
@@ -315,3 +388,24 @@ def render_contact_sheet(
         more = f"<p>... and {len(failed) - len(shown)} more in results.jsonl</p>" if len(failed) > len(shown) else ""
         parts.append(f"<h2>Failed</h2><table><tr><th>file</th><th>error</th></tr>{rows}</table>{more}")
     return _page(title, "\n".join(parts))
+
+
+def _tag_filter(entries: Sequence[dict[str, Any]]) -> str:
+    """A menu that shows only the cards with one provenance tag (imlscan.scanning.provenance.TAGS)."""
+    from imlscan.scanning.provenance import TAGS
+
+    counts = {t: sum(t in (e.get("tags") or ()) for e in entries) for t in TAGS}
+    if not any(counts.values()):
+        return ""
+    options = "".join(
+        f'<option value="{_e(t)}">{_e(label)} ({counts[t]})</option>' for t, label in TAGS.items() if counts[t]
+    )
+    script = (
+        "var t=this.value;document.querySelectorAll('.card').forEach(function(c){"
+        "c.style.display=(!t||(' '+c.dataset.tags+' ').indexOf(' '+t+' ')>=0)?'':'none';});"
+    )
+    return (
+        f'<p><label>Show: <select id="tag-filter" onchange="{_e(script)}"><option value="">all photos shown</option>'
+        f"{options}</select></label> <small>(what the files say about themselves: metadata is easy to forge and "
+        "strip)</small></p>"
+    )

@@ -9,10 +9,13 @@ the model and does not import torch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from imlscan.scanning.provenance import Provenance
 
 SCHEMA = "imlscan.scan/1"
 SCORE_TOP_SHARE = 0.01
@@ -100,6 +103,9 @@ class ScanResult:
     authentic_rank: dict[str, Any] | None = None
     image: np.ndarray | None = field(default=None, repr=False)
     created: str = ""
+    provenance: Provenance | None = field(default=None, repr=False)  # what the file says about itself
+    traces: dict[str, Any] = field(default_factory=dict, repr=False)  # name -> traces.TraceResult
+    fusion: dict[str, Any] | None = None
 
     @property
     def trained(self) -> bool:
@@ -124,6 +130,9 @@ class ScanResult:
             "regions": [r.to_dict() for r in self.regions],
             "trained": self.model.get("trained"),
             "warnings": list(self.warnings),
+            "traces": {name: t.to_dict() for name, t in self.traces.items()},
+            "fusion": self.fusion,
+            "provenance": self.provenance.to_dict() if self.provenance is not None else None,
             "model": self.model,
             "preprocessing": self.preprocessing,
             "timings": self.timings,

@@ -1,0 +1,102 @@
+"""The fusion rule: what it adds, what it leaves alone, how it is fitted and stored."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from imlscan.errors import UsageError
+from imlscan.scanning.fusion import FusionRule, fit_rule, fuse_traces, sample_pixels
+from imlscan.scanning.traces import TraceResult
+
+
+def _trace(name: str, m: np.ndarray | None, applies: bool = True, fusable: bool = True) -> TraceResult:
+    return TraceResult(name=name, applies=applies, reason="", explanation="", map=m, fusable=fusable)
+
+
+def _case(rng: np.random.Generator, h: int = 40, w: int = 50):
+    """A forgery where the network is unsure everywhere (p = 0.3) and the 'adq' trace marks the
+    forged block exactly, 'noise' is random, and 'grid' does not apply."""
+    mask = np.zeros((h, w), bool)
+    y, x = rng.integers(0, h // 2), rng.integers(0, w // 2)
+    mask[y : y + h // 3, x : x + w // 3] = True
+    prob = np.full((h, w), 0.3, np.float32)
+    traces = {
+        "adq": _trace("adq", mask.astype(np.float32)),
+        "noise": _trace("noise", rng.random((h, w)).astype(np.float32)),
+        "grid": _trace("grid", None, applies=False),
+    }
+    return prob, traces, mask
+
+
+def test_no_rule_or_no_applicable_trace_leaves_the_map_bit_for_bit():
+    prob = np.linspace(0, 1, 30 * 40, dtype=np.float32).reshape(30, 40)
+    rule = FusionRule(terms={"adq": (1.0, 4.0), "grid": (0.5, 2.0)})
+    png_like = {"adq": _trace("adq", None, applies=False), "ela": _trace("ela", np.ones_like(prob), fusable=False)}
+    for traces, r in (({}, rule), (png_like, rule), ({"adq": _trace("adq", np.ones_like(prob))}, None)):
+        fused, contributions = fuse_traces(prob, traces, r)
+        assert fused is prob and contributions == {}
+
+
+def test_a_term_adds_its_logit_where_the_trace_applies():
+    prob = np.full((4, 4), 0.5, np.float32)
+    m = np.zeros((4, 4), np.float32)
+    m[:2] = 1.0
+    fused, contributions = fuse_traces(prob, {"adq": _trace("adq", m)}, FusionRule(terms={"adq": (0.0, 4.0)}))
+    # logit(0.5) = 0; +4 * (1 - 0.5) = +2 where the trace fires, -2 where it does not
+    assert np.allclose(fused[:2], 1 / (1 + np.exp(-2.0)), atol=1e-6)
+    assert np.allclose(fused[2:], 1 / (1 + np.exp(2.0)), atol=1e-6)
+    assert contributions == {"adq": 0.0}
+
+
+def test_fit_finds_the_informative_trace_and_is_deterministic(rng):
+    samples = [_case(np.random.default_rng(i)) for i in range(30)]
+    rule = fit_rule(samples, ["adq", "noise", "grid"], pixels_per_image=512, penalty=0.01, seed=3)
+    again = fit_rule(samples, ["adq", "noise", "grid"], pixels_per_image=512, penalty=0.01, seed=3)
+    assert rule.to_dict() == again.to_dict()
+    assert "grid" not in rule.terms  # never applied: no term
+    assert rule.terms["adq"][1] > 4.0 and abs(rule.terms["noise"][1]) < 1.0
+    assert rule.fitted["log_loss_fused"] < rule.fitted["log_loss_network_alone"]
+    fused, _ = fuse_traces(*samples[0][:2], rule)
+    mask = samples[0][2]
+    assert (fused[mask] > 0.5).mean() > 0.95 and (fused[~mask] > 0.5).mean() < 0.05
+
+
+def test_rule_round_trips_through_json_and_refuses_bad_entries():
+    rule = FusionRule(terms={"adq": (0.25, 3.5), "noise": (-0.1, 1.0)}, fitted={"dataset": "x"})
+    back = FusionRule.of({"fusion": json.loads(json.dumps(rule.to_dict()))})
+    assert back == rule and FusionRule.of({}) is None
+    for bad in (
+        {"terms": {"nope": {"bias": 0, "weight": 1}}},
+        {"terms": {"adq": {"bias": "nan", "weight": 1}}},
+        {"terms": {"adq": {"bias": 0, "weight": 1e9}}},
+        {"terms": {"adq": {"bias": 0}}},
+        {"terms": {"adq": {"bias": 0, "weight": 1}}, "version": 99},
+    ):
+        with pytest.raises(UsageError):
+            FusionRule.from_dict(bad)
+
+
+def test_sample_pixels_draws_half_inside_the_mask_weighted_back_to_the_true_shares(rng):
+    prob, traces, mask = _case(rng, 64, 64)
+    off, cols, y, w, used = sample_pixels(prob, traces, mask, ["adq", "grid"], rng, k=200)
+    assert used == ["adq"] and y.sum() == 100 and len(y) == 200
+    assert (cols[:, 0] == 1).all() and (cols[:, 2] == 0).all() and (cols[:, 3] == 0).all()
+    assert np.array_equal(cols[:, 1] + 0.5, y)  # the adq map equals the mask here
+    assert np.isclose(w.sum(), 200) and np.isclose(w[y == 1].sum() / w.sum(), mask.mean(), atol=1e-6)
+
+
+def test_a_trace_that_applies_everywhere_and_says_nothing_gets_no_term(rng):
+    """The balanced draw must not teach the rule to raise every pixel: a calibrated network plus a
+    trace that always applies with an uninformative map should leave the map where it was."""
+    samples = []
+    for i in range(40):
+        r = np.random.default_rng(i)
+        prob = r.beta(1.0, 6.0, (48, 48)).astype(np.float32)  # mostly low: edits are rare
+        mask = r.random(prob.shape) < prob  # and exactly as likely as the network says
+        samples.append((prob, {"noise": _trace("noise", r.random(mask.shape).astype(np.float32))}, mask))
+    rule = fit_rule(samples, ["noise"], pixels_per_image=256, penalty=0.01)
+    bias, weight = rule.terms["noise"]
+    assert abs(weight) < 0.3 and abs(bias) < 0.5, rule.terms
