@@ -158,3 +158,13 @@ def test_weights_fuse_fits_a_rule_stores_it_and_reproduces(tiny_weights, tmp_pat
     assert "adq" in rule.terms and rule.terms["adq"][1] > 0
     assert rule.fitted["log_loss_fused"] < rule.fitted["log_loss_network_alone"]
     assert "ela" not in rule.terms
+
+
+def test_no_traces_flag_skips_them_in_scan_and_batch(tiny_weights, files, tmp_path):
+    jpg, _, _ = files
+    res = runner.invoke(
+        app, ["scan", str(jpg), "--out", str(tmp_path / "o"), "--no-traces", "--weights", str(tiny_weights)]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "o" / "splice.json").read_text())
+    assert report["traces"] == {} and report["fusion"] is None and report["timings"]["traces_s"] == 0

@@ -59,6 +59,12 @@ KEYPOINTS = typer.Option(
     "faster on GPU machines.",
     show_default=False,
 )
+TRACES = typer.Option(
+    True,
+    "--traces/--no-traces",
+    help="Compute the forensic traces from the file itself (JPEG history, grid, ghosts, noise, ELA): shown in the "
+    "report, and fused with the map when the weights carry a fusion rule. --no-traces is faster.",
+)
 BATCH_SIZE = typer.Option(4, "--batch-size", min=1, help="Images per inference batch.")
 WORKERS = typer.Option(
     2,

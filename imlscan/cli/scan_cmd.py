@@ -101,6 +101,7 @@ def scan(
     tile_overlap: int = options.TILE_OVERLAP,
     copy_move: bool | None = options.COPY_MOVE,
     keypoints: bool | None = options.KEYPOINTS,
+    traces: bool = options.TRACES,
     weights: str | None = options.WEIGHTS,
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
@@ -124,6 +125,7 @@ def scan(
         overlap=tile_overlap,
         copy_move=copy_move,
         keypoints=keypoints,
+        traces=None if traces else (),
     )
     announce(predictor)
     reports: list[dict[str, Any]] = []
@@ -217,6 +219,7 @@ def batch(
     tile_overlap: int = options.TILE_OVERLAP,
     copy_move: bool | None = options.COPY_MOVE,
     keypoints: bool | None = options.KEYPOINTS,
+    traces: bool = options.TRACES,
     weights: str | None = options.WEIGHTS,
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
@@ -244,6 +247,7 @@ def batch(
         batch_size=batch_size,
         copy_move=copy_move,
         keypoints=keypoints,
+        traces=None if traces else (),
     )
     announce(predictor)
     note = _copy_move_cost_note(predictor, workers)

@@ -23,7 +23,8 @@ coverage > 0.5. Regions smaller than ``min_area`` of the image, or whose change 
 
 Compression histories (``history``, a share of samples): most hosts are camera JPEGs, and what
 a JPEG remembers of its past is the strongest trace a paste leaves in it. Such a sample keeps its
-host at its own size and grid (cropped from the top left, never resized), pastes without
+host at its own size and grid (cropped from the top left, never resized), usually saves it once
+more at quality 60-95 first (a published photo: ``PUBLISHED_SHARE``), pastes without
 resampling or flipping (half on the 8x8 grid, half off it), and is saved once more as a JPEG at a
 quality drawn above, equal to or below the host's own. Its authentic samples are the host file
 itself (saved once), the host re-saved (twice, aligned), or the host cropped off the grid and
@@ -59,6 +60,10 @@ from imlscan.jpegtables import jpeg_file_quality
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 KINDS = ("splice", "copymove", "removal")
+# Compression histories: the share of hosts saved once more before the edit ("published", as photos
+# found online mostly are: camera originals are rarely what a newsroom receives) and its quality range.
+PUBLISHED_SHARE = 0.75
+PUBLISHED_QUALITY = (60, 96)
 EDGES = ("hard", "feather", "alpha")
 SPLITS = ("train", "val", "all")
 NEGATIVE = "Negative"
@@ -743,10 +748,12 @@ class SynthGenerator:
         hi, host = self._load_host(self.host_index(i), rng, scale, keep_grid=history)
         params: dict = {"index": int(i), "host": self.hosts[hi].name}
         if history:
-            params["history"] = {
-                "host_quality": self._host_quality(hi),
-                "grid": "aligned" if rng.random() < 0.5 else "off",
-            }
+            hist = {"camera_quality": self._host_quality(hi), "grid": "aligned" if rng.random() < 0.5 else "off"}
+            if rng.random() < PUBLISHED_SHARE:  # as most photos in circulation: saved again before the edit
+                hist["published_quality"] = int(rng.integers(*PUBLISHED_QUALITY))
+                host, _ = jpeg_roundtrip(host, hist["published_quality"])
+            hist["host_quality"] = hist.get("published_quality", hist["camera_quality"])
+            params["history"] = hist
         if scale:  # the factors drawn, and the size forged at (the long side capped at max_side)
             params["forge_scale"] = [round(scale[0], 4), round(scale[1], 4)]
             params["forge_size"] = [int(host.shape[1]), int(host.shape[0])]
@@ -833,7 +840,8 @@ class SynthGenerator:
         if params["kind"] == "negative":
             variant = ("original", "resaved", "cropped")[int(rng.integers(3))]
             original = self.hosts[hi].read_bytes() if q_host is not None else None
-            if variant == "original" and original is not None and host.shape[:2] == _stored_size(original):
+            unchanged = "published_quality" not in hist and host.shape[:2] == _stored_size(original or b"")
+            if variant == "original" and original is not None and unchanged:
                 hist.update(variant="original", quality=q_host, relation="saved once")
                 params["post"], params["format"] = [], "jpeg"
                 return SynthSample(int(i), host, mask, params, original, host, manipulated)
