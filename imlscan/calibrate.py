@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,10 @@ from imlscan.eval.evaluate import EvalOptions, _image_score_fn, preflight, run_s
 from imlscan.imageio import decode_bytes, read_file
 from imlscan.scanning.copymove import CopyMoveConfig
 from imlscan.scanning.copymove_keypoints import KeypointConfig
-from imlscan.scanning.fusion import FusionRule, fit_pixels, fuse_traces, sample_pixels
+from imlscan.scanning.fusion import FusionRule, fit_rule
 from imlscan.scanning.predict import Predictor
 from imlscan.scanning.result import SCORE_VERSION, image_score
-from imlscan.scanning.traces import TRACES, Photo, compute_traces
+from imlscan.scanning.traces import TRACES
 from imlscan.weights.store import load_model, model_from_file, read_metadata, rewrite_metadata, save_weights
 
 DEFAULT_MAX_AUTHENTIC_FPR = 0.02
@@ -151,25 +151,24 @@ def reference_scores(model: torch.nn.Module, authentic: list[Any]) -> list[float
     """Sorted image scores of ``authentic`` samples as ``imlscan scan`` computes them with ``model``
     (its default mode, the map at the original resolution, fused with the forensic traces when its
     file carries a fusion rule), thinned to quantiles when many."""
-    predictor = Predictor(model)
     info = getattr(model, "weights_info", None)
     rule = FusionRule.of(info.metadata if info is not None else None)
-    scores = np.sort([image_score(_scan_map(predictor, s.image_path, rule)[0]) for s in authentic])
+    predictor = Predictor(model, traces=rule.traces if rule is not None else ())
+    scores = np.sort([image_score(_scan_map(predictor, s.image_path)[0]) for s in authentic])
     if scores.size > MAX_REFERENCE_SCORES:
         scores = np.quantile(scores, np.linspace(0.0, 1.0, MAX_REFERENCE_SCORES))
     return [round(float(v), 7) for v in scores]
 
 
-def _scan_map(predictor: Predictor, path: str | os.PathLike, rule: FusionRule | None, names: Any = None) -> tuple:
-    """The map ``imlscan scan`` makes of a file (displayed orientation, original resolution),
-    with the traces it computed: the weights' map fused by ``rule`` (``names``: the traces to
-    compute, default the rule's)."""
+def _scan_map(predictor: Predictor, path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(fused, prob, traces)`` for a file as ``imlscan scan`` makes them (displayed orientation,
+    original resolution): the map fused with the traces by the predictor's rule, the weights' own
+    map before that, and the traces the predictor computes (``Predictor(traces=...)``)."""
     data = read_file(Path(path))
     decoded = decode_bytes(data, name=str(path), max_pixels=None)
     prob = predictor.predict_prob(decoded.rgb)
-    names = rule.traces if names is None and rule is not None else (names or ())
-    traces = compute_traces(Photo(data, decoded), names) if names else {}
-    return fuse_traces(prob, traces, rule)[0], prob, traces
+    fused, traces, _ = predictor.fuse_file(prob, data, decoded)
+    return fused, prob, traces
 
 
 def authentic_items(dataset: str | os.PathLike) -> list[Any]:
@@ -344,28 +343,23 @@ def fit_fusion(
     authentic = authentic_items(ref_set) if calibration and ref_set else None  # checked before the long part
     items = load_dataset(dataset).items
     model = load_model(weights, device="cpu", precision="fp32")
-    predictor = Predictor(model)
-    rng = np.random.default_rng(seed)
-    parts, applied, skipped = [], dict.fromkeys(names, 0), 0
-    for k, s in enumerate(items):
-        _, prob, results = _scan_map(predictor, s.image_path, None, names)
-        mask = read_mask(s.mask_path) if s.mask_path else np.zeros(prob.shape, bool)
-        if mask.shape != prob.shape:  # an EXIF-rotated forgery: its mask follows the stored grid
-            skipped += 1
-            continue
-        off, cols, y, wt, used = sample_pixels(prob, results, mask, names, rng, pixels_per_image)
-        parts.append((off, cols, y, wt))
-        for n in used:
-            applied[n] += 1
-        if progress:
-            progress(k + 1, len(items))
-    if not parts:
-        raise UsageError(f"{dataset}: no image to fit the fusion rule on")
-    off, cols, y, wt = (np.concatenate(a) for a in zip(*parts))
-    record = {"dataset": str(dataset), "images": len(parts), "skipped_rotated": skipped, "seed": seed}
-    rule = fit_pixels(
-        off, cols, y, wt, names, penalty=penalty, pixels_per_image=pixels_per_image, fitted=record, applied=applied
-    )
+    predictor = Predictor(model, traces=names)
+    skipped = []
+
+    def samples() -> Iterator[tuple[np.ndarray, dict[str, Any], np.ndarray]]:
+        for k, s in enumerate(items):
+            _, prob, results = _scan_map(predictor, s.image_path)
+            mask = read_mask(s.mask_path) if s.mask_path else np.zeros(prob.shape, bool)
+            if progress:
+                progress(k + 1, len(items))
+            if mask.shape != prob.shape:  # an EXIF-rotated forgery: its mask follows the stored grid
+                skipped.append(str(s.image_path))
+                continue
+            yield prob, results, mask
+
+    record = {"dataset": str(dataset)}
+    rule = fit_rule(samples(), names, pixels_per_image=pixels_per_image, penalty=penalty, seed=seed, fitted=record)
+    rule.fitted["skipped_rotated"] = len(skipped)
     rewrite_metadata(weights, out, {"name": Path(out).stem, "fusion": rule.to_dict()})
     if authentic is not None:
         write_references(out, authentic, dataset=ref_set)

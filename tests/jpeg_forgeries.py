@@ -74,6 +74,9 @@ def splice(
     d_rgb = compressed(photo_pixels(donor), donor_quality)
     y, x, bh, bw = box
     dy, dx = shift
+    for rgb, (oy, ox), who in ((h_rgb, (0, 0), host), (d_rgb, (dy, dx), donor)):
+        if min(y + oy, x + ox) < 0 or y + oy + bh > rgb.shape[0] or x + ox + bw > rgb.shape[1]:
+            raise ValueError(f"box {box} shifted by {(oy, ox)} leaves the {who} photo ({rgb.shape[1]}x{rgb.shape[0]})")
     h_rgb[y : y + bh, x : x + bw] = d_rgb[y + dy : y + dy + bh, x + dx : x + dx + bw]
     mask = np.zeros(h_rgb.shape[:2], bool)
     mask[y : y + bh, x : x + bw] = True

@@ -64,19 +64,20 @@ def test_scan_shows_traces_but_keeps_the_map_without_a_fusion_rule(tiny_weights,
     assert np.array_equal(with_traces.prob, without.prob)
     assert list(with_traces.traces) == list(DEFAULT_TRACES) and without.traces == {}
     d = json.loads(json.dumps(with_traces.to_dict(), allow_nan=False))
-    assert d["fusion"]["applied"] is False and d["traces"]["adq"]["applies"] in (True, False)
+    assert d["fusion"]["applied"] is False and d["traces"]["adq"]["applies"] is True  # q70 -> q90: found
     assert with_traces.timings["traces_s"] > 0 and without.fusion is None
 
 
-def test_a_fusion_rule_in_the_weights_changes_jpegs_and_leaves_pngs_alone(tiny_weights, fused_weights, files):
+def test_a_fusion_rule_in_the_weights_changes_jpegs_and_leaves_pngs_alone(tiny_weights, fused_weights, files, tmp_path):
     jpg, png, mask = files
     plain = Predictor(load_model(str(tiny_weights), device="cpu"))
     fused = Predictor(load_model(str(fused_weights), device="cpu"))
     assert fused.fusion == RULE
-    a, b = scan(png, plain), scan(png, fused)
-    noise_applies = b.traces["noise"].applies
-    if not noise_applies:  # nothing the rule fuses applies to this PNG: scored exactly as before
-        assert np.array_equal(a.prob, b.prob) and b.fusion["applied"] is False
+    # A rule of JPEG traces only: a PNG that never was a JPEG is scored exactly as without it.
+    jpeg_only = tmp_path / "jpeg-only.safetensors"
+    rewrite_metadata(tiny_weights, jpeg_only, {"fusion": FusionRule(terms={"adq": (0.5, 6.0)}).to_dict()})
+    a, b = scan(png, plain), scan(png, Predictor(load_model(str(jpeg_only), device="cpu")))
+    assert not b.traces["adq"].applies and b.fusion["applied"] is False and np.array_equal(a.prob, b.prob)
     ja, jb = scan(jpg, plain), scan(jpg, fused)
     assert jb.traces["adq"].applies and jb.fusion["applied"] and "adq" in jb.fusion["contributions_logit"]
     inside, outside = jb.prob[mask].mean() - ja.prob[mask].mean(), jb.prob[~mask].mean() - ja.prob[~mask].mean()
@@ -168,3 +169,13 @@ def test_no_traces_flag_skips_them_in_scan_and_batch(tiny_weights, files, tmp_pa
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "o" / "splice.json").read_text())
     assert report["traces"] == {} and report["fusion"] is None and report["timings"]["traces_s"] == 0
+
+
+def test_weights_fuse_refuses_a_calibrated_file_whose_references_it_cannot_recompute(tiny_weights, tmp_path):
+    """A fused map ranked among unfused reference scores would mislead: refused before the long part."""
+    pairs = _history_set(tmp_path, 1)
+    calibrated = tmp_path / "cal.safetensors"
+    calibration = {"threshold": 0.5, "authentic_scores": [0.1, 0.2], "dataset": str(tmp_path / "gone.json")}
+    rewrite_metadata(tiny_weights, calibrated, {"calibration": calibration})
+    res = runner.invoke(app, ["weights", "fuse", str(calibrated), str(pairs), "--out", str(tmp_path / "f.safetensors")])
+    assert res.exit_code == 2 and "--references" in res.stderr and not (tmp_path / "f.safetensors").exists()

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
 from imlscan.cli import options
-from imlscan.cli.app import app, err_console, stdout_json
+from imlscan.cli.app import app, err_console, print_error, stdout_json
 from imlscan.errors import ImlscanError
 
 TRACES_HELP = "Traces to compute, comma-separated: adq, grid, ghost, noise, ela, or all."
@@ -32,6 +33,7 @@ def traces(
     Example: imlscan traces photo.jpg --out traces/
     """
     from rich.table import Table
+    from rich.text import Text
 
     from imlscan.cli.scan_cmd import expand_inputs, output_names
     from imlscan.fsutil import atomic_write_text
@@ -51,7 +53,7 @@ def traces(
             decoded = decode_bytes(data, name=str(path), max_pixels=max_pixels or None)
         except ImlscanError as e:
             failed += 1
-            err_console.print(f"[red]error:[/] {e.message}", markup=True, soft_wrap=True, highlight=False)
+            print_error(e.message, e.hint)
             continue
         results = compute_traces(Photo(data, decoded), chosen)
         pictures = write_trace_pictures(results, decoded.rgb, out, stem)
@@ -59,13 +61,11 @@ def traces(
             "input": {"path": str(path), "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height},
             "traces": {n: {**r.to_dict(), "picture": pictures[n].name} for n, r in results.items()},
         }
-        import json
-
         atomic_write_text(out / f"{stem}.traces.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
         reports.append(report)
         for n, r in results.items():
             score = "" if r.score is None else f"{r.score:.2f}"
-            table.add_row(str(path), n, "yes" if r.applies else "no", score, r.reason)
+            table.add_row(Text(str(path)), n, "yes" if r.applies else "no", score, Text(r.reason))
     err_console.print(table)
     if json_out:
         stdout_json(reports[0] if len(reports) == 1 else {"photos": reports})

@@ -115,7 +115,7 @@ CSV_COLUMNS = (
 
 
 def conventions(threshold: float, protocol: str, n_resamples: int, seed: int, score_definition: str) -> dict:
-    """Every convention behind the numbers, one line each (also in the README)."""
+    """Every convention behind the numbers, one line each (also in docs/eval.md)."""
     return {
         "threshold": f"a pixel is predicted manipulated when p > {threshold:g} (strict)",
         "averaging": "pixel_* metrics are computed per image and averaged over the manipulated images "
@@ -148,6 +148,9 @@ def conventions(threshold: float, protocol: str, n_resamples: int, seed: int, sc
         "perturbations": "applied to the image as stored, before the protocol's resize; the mask follows "
         "geometric changes (nearest)",
         "exif": "images and masks are read as stored, without EXIF rotation (masks follow the stored grid)",
+        "traces": "forensic traces read each file at its own resolution (under a perturbation: the perturbed "
+        "file, JPEG when the chain ends with a JPEG step, else PNG); their maps are resized to the protocol's "
+        "size and fused by the weights' fusion rule (metrics.json 'traces'), or scored alone with --trace-alone",
     }
 
 

@@ -426,8 +426,8 @@ def _infer_and_write(
             traces=traces,
             fusion=fusion,
             traces_s=res.get("traces_s", 0.0),
+            provenance=res.get("provenance"),
         )
-        result.provenance = res.get("provenance")
         folder, name = out / Path(rel).parent, Path(rel).name
         _clear_previous(folder, name)
         try:

@@ -392,7 +392,7 @@ def scan(
     inference_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     prob, traces, fusion = predictor.fuse_file(prob, data, decoded)
-    result = build_result(
+    return build_result(
         decoded,
         prob,
         predictor,
@@ -403,9 +403,8 @@ def scan(
         traces=traces,
         fusion=fusion,
         traces_s=time.perf_counter() - t2,
+        provenance=provenance,
     )
-    result.provenance = provenance
-    return result
 
 
 def build_result(
@@ -420,6 +419,7 @@ def build_result(
     traces: dict[str, TraceResult] | None = None,
     fusion: dict[str, Any] | None = None,
     traces_s: float = 0.0,
+    provenance: Any = None,
 ) -> ScanResult:
     """Score, mask, regions and provenance around a probability map (used by scan and batch);
     ``copy_move``, the matcher's own map, says how much of each region the matcher flagged."""
@@ -469,6 +469,7 @@ def build_result(
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         traces=dict(traces or {}),
         fusion=fusion,
+        provenance=provenance,
     )
 
 
