@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imlscan.safetext import csv_cell
 from imlscan.scanning.provenance.findings import camera_name
 from imlscan.scanning.provenance.model import CAVEAT, Finding, Provenance
 from imlscan.scanning.provenance.reader import read_provenance
@@ -39,8 +40,7 @@ def summary_fields(d: dict[str, Any] | None) -> dict[str, str]:
 
 def _cell(value: object) -> str:
     """A spreadsheet cell that cannot start a formula (metadata is attacker-controlled)."""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return csv_cell(str(value))
 
 
 # Filters of the batch contact sheet: tag -> label.
