@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from imlscan.data.datasets import load_dataset, read_mask
-from imlscan.defaults import DEFAULT_THRESHOLD
+from imlscan.defaults import DATASET_MAX_PIXELS, DEFAULT_THRESHOLD
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.eval.evaluate import EvalOptions, _image_score_fn, preflight, run_setting
 from imlscan.imageio import decode_bytes, read_file
 from imlscan.scanning.copymove import CopyMoveConfig
 from imlscan.scanning.copymove_keypoints import KeypointConfig
-from imlscan.scanning.fusion import FusionRule, fit_rule
+from imlscan.scanning.fusion import DEFAULT_FORM, FusionRule, fit_rule, form_features
 from imlscan.scanning.predict import Predictor
 from imlscan.scanning.result import SCORE_VERSION, image_score
 from imlscan.scanning.traces import TRACES
@@ -165,7 +165,7 @@ def _scan_map(predictor: Predictor, path: str | os.PathLike) -> tuple[np.ndarray
     original resolution): the map fused with the traces by the predictor's rule, the weights' own
     map before that, and the traces the predictor computes (``Predictor(traces=...)``)."""
     data = read_file(Path(path))
-    decoded = decode_bytes(data, name=str(path), max_pixels=None)
+    decoded = decode_bytes(data, name=str(path), max_pixels=DATASET_MAX_PIXELS)
     prob = predictor.predict_prob(decoded.rgb)
     fused, traces, _ = predictor.fuse_file(prob, data, decoded)
     return fused, prob, traces
@@ -311,6 +311,7 @@ def fit_fusion(
     pixels_per_image: int = 4096,
     penalty: float = 1.0,
     seed: int = 0,
+    form: str = DEFAULT_FORM,
     progress: Callable[[int, int], None] | None = None,
 ) -> FusionRule:
     """Fit the rule that fuses the forensic traces with the weights' own map, on a labelled set of
@@ -326,6 +327,7 @@ def fit_fusion(
         references: an authentic set whose reference scores are recomputed with the rule on, so
             that ``score_vs_authentic`` compares fused scores with fused scores (default: the
             calibration's own set, when the file is calibrated).
+        form: how each trace's map is read (``fusion.FORMS``; see ``fusion.form_features``).
 
     Returns:
         The fitted rule.
@@ -358,7 +360,17 @@ def fit_fusion(
             yield prob, results, mask
 
     record = {"dataset": str(dataset)}
-    rule = fit_rule(samples(), names, pixels_per_image=pixels_per_image, penalty=penalty, seed=seed, fitted=record)
+    record = {**record, "form": form}
+    features = form_features(form, names)
+    rule = fit_rule(
+        samples(),
+        names,
+        pixels_per_image=pixels_per_image,
+        penalty=penalty,
+        seed=seed,
+        fitted=record,
+        features=features,
+    )
     rule.fitted["skipped_rotated"] = len(skipped)
     rewrite_metadata(weights, out, {"name": Path(out).stem, "fusion": rule.to_dict()})
     if authentic is not None:

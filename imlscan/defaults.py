@@ -30,3 +30,23 @@ DEFAULT_MAX_PIXELS = 250_000_000
 # Photos under this many pixels on the shorter side get a caveat: the default weights measured
 # far lower F1 there (weights/README.md).
 SMALL_IMAGE_SIDE = 192
+
+# The largest input file read, checked from the file system before reading: 1 GiB holds any
+# compressed photo and an uncompressed 8-bit RGB TIFF or BMP at the 250 MP pixel limit (750 MB),
+# and stops a disk image, a video or a device renamed .jpg before its bytes fill the memory.
+# Python: read_file(path, max_bytes=N).
+DEFAULT_MAX_FILE_BYTES = 1 << 30
+
+# Benchmark datasets and synthetic hosts are the user's own files, where large scans are
+# legitimate: they are decoded under this explicit limit (1 gigapixel) instead of DEFAULT_MAX_PIXELS,
+# and the memory check below still applies.
+DATASET_MAX_PIXELS = 1_000_000_000
+
+# Peak memory a decode plus a scan needs per pixel, to refuse an image from its header when the
+# machine does not have it. Measured with the peak RSS of `imlscan scan` (defaults: traces, overlay)
+# on PNGs of smooth noise: 644 MB at 4 MP, 2,473 MB at 36 MP, so 60 bytes per pixel; the decode
+# alone (imageio.decode_bytes) 12 bytes per pixel (477 MB at 36 MP, 805 MB at 64 MP). Rounded up.
+DECODE_SCAN_BYTES_PER_PIXEL = 64
+
+# How `weights fuse` reads each trace's map by default (imlscan.scanning.fusion.FORMS).
+DEFAULT_FUSION_FORM = "llr"

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import threading
+import re
+import struct
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from imlscan.defaults import DEFAULT_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_bytes, sha256_bytes
+from imlscan.inputgate import NO_PIXEL_LIMIT, check_memory, pil_pixel_limit, read_file
+from imlscan.safetext import shown
 
 # Formats PIL may try. A whitelist keeps odd plugins (EPS runs Ghostscript) out of reach of
 # untrusted files; MPO is how PIL names the multi-picture JPEGs many phones write.
@@ -43,8 +46,11 @@ _ORIENTATION_FIX = {
     7: "transversed (mirrored and rotated 90 degrees)",
     8: "rotated 90 degrees counter-clockwise",
 }
-# PIL has one process-wide pixel limit; each decode sets ours under this lock and restores it.
-_PIL_LIMIT_LOCK = threading.Lock()
+# What Pillow's format plugins raise on damaged data: besides OSError and friends, struct.error
+# and TypeError from header fields that are short or missing, IndexError from short tables.
+_CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error)
+# At most this many distinct decoder warnings become notes (a broken file can warn on every tag).
+MAX_WARNING_NOTES = 3
 
 
 @dataclass
@@ -106,18 +112,6 @@ def load_image(source: Any, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> D
     raise UsageError(f"cannot scan a {type(source).__name__}: give a path, a PIL image or an H x W x 3 uint8 array")
 
 
-def read_file(path: Path) -> bytes:
-    """All bytes of an input file, with one-line errors for the usual mistakes."""
-    if not path.exists():
-        raise ImlscanError(f"{path}: file not found")
-    if path.is_dir():
-        raise ImlscanError(f"{path} is a folder, not an image", hint=f"scan a folder with: imlscan batch {path}")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise ImlscanError(f"{path}: cannot read ({e.strerror or e})") from None
-
-
 def from_array(rgb: np.ndarray) -> DecodedImage:
     if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         desc = f"{getattr(rgb, 'shape', '?')} {getattr(rgb, 'dtype', '')}"
@@ -131,6 +125,7 @@ def from_pil(img: Image.Image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     """Decode an already opened PIL image (no file hash: the pixels may differ from any file)."""
     name = str(getattr(img, "filename", "") or "image")
     _check_pixels(img.size, max_pixels, name)
+    check_memory(img.size, name)
     decoded = _decode_pil(img, name=name)
     decoded.path = name if name != "image" else None
     decoded.notes.append("PIL image input: no file hash recorded")
@@ -138,30 +133,40 @@ def from_pil(img: Image.Image, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
 
 
 def decode_bytes(data: bytes, *, name: str = "image", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode an encoded image held in memory; ``name`` prefixes every error message."""
+    """Decode an encoded image held in memory; ``name`` prefixes every error message.
+
+    The header is read first: an image above ``max_pixels`` (``None`` or 0: no limit) or needing
+    more memory than is available (``inputgate.check_memory``) is refused before any pixel is
+    decoded. Pillow's own guard stays on at the same limit for the frames and tiles it meets while
+    decoding. Pillow's warnings (a corrupt EXIF block, a truncated tag) become notes, never output.
+    """
     if len(data) == 0:
         raise ImlscanError(f"{name}: empty file (0 bytes)")
     limit = int(max_pixels) if max_pixels else None
-    with _PIL_LIMIT_LOCK:
-        old = Image.MAX_IMAGE_PIXELS
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                # Our own check, with our message, runs on the header; PIL's then guards the
-                # frames it meets while decoding (GIF, MPO, TIFF tiles) at the same limit.
-                Image.MAX_IMAGE_PIXELS = None
-                img = _open(data, name)
-                _check_pixels(img.size, limit, name)
-                Image.MAX_IMAGE_PIXELS = limit
-                decoded = _decode_pil(img, name=name)
-        except Image.DecompressionBombError as e:
-            raise _bomb_error(name, None, limit, str(e)) from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = old
+    try:
+        with pil_pixel_limit(limit or NO_PIXEL_LIMIT), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            img = _open(data, name)
+            _check_pixels(img.size, limit, name)
+            check_memory(img.size, name)
+            decoded = _decode_pil(img, name=name)
+    except Image.DecompressionBombError as e:
+        raise _bomb_error(name, None, limit, str(e)) from None
+    decoded.notes.extend(_warning_notes(caught))
     decoded.path = name
     decoded.sha256 = sha256_bytes(data)
     decoded.file_size = len(data)
     return decoded
+
+
+def _warning_notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The decoder's warnings as notes, each once (the bomb warning is ours to decide, not a note)."""
+    texts: list[str] = []
+    for w in caught:
+        text = shown(" ".join(str(w.message).split()))[:200]
+        if not issubclass(w.category, Image.DecompressionBombWarning) and text not in texts:
+            texts.append(text)
+    return [f"the decoder warned and went on: {t}" for t in texts[:MAX_WARNING_NOTES]]
 
 
 def _open(data: bytes, name: str) -> Image.Image:
@@ -184,7 +189,7 @@ def _open(data: bytes, name: str) -> Image.Image:
         ) from None
     except Image.DecompressionBombError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except _CORRUPT as e:
         raise ImlscanError(f"{name}: corrupt image header ({_short(e)})") from None
 
 
@@ -215,7 +220,11 @@ def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> N
 
 
 def _bomb_error(name: str, size: tuple[int, int] | None, limit: int | None, detail: str = "") -> ImlscanError:
-    what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else _short(detail)
+    if size:
+        what = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+    else:  # Pillow's guard tripped first (above twice the limit, or a frame larger than the header)
+        count = re.search(r"\((\d+) pixels\)", detail)
+        what = f"{int(count.group(1)):,} pixels" if count else _short(detail)
     return ImlscanError(
         f"{name}: refused as a possible decompression bomb ({what}, limit {limit:,} pixels)"
         if limit
@@ -226,9 +235,12 @@ def _bomb_error(name: str, size: tuple[int, int] | None, limit: int | None, deta
 
 def _decode_pil(img: Image.Image, *, name: str) -> DecodedImage:
     fmt = img.format
-    frames = int(getattr(img, "n_frames", 1) or 1)
     notes: list[str] = []
-    if fmt == "MPO" and frames > 1:
+    frames = _count_frames(img, name)
+    if frames is None:
+        frames = 1
+        notes.append(f"{fmt or 'image'} damaged after its first frame: the first frame was analysed")
+    elif fmt == "MPO" and frames > 1:
         notes.append(f"multi-picture JPEG (MPO) with {frames} images: the primary image was analysed")
     elif frames > 1:
         kind = f"animated {fmt}" if fmt in ("GIF", "PNG", "WEBP") else (fmt or "image")
@@ -250,7 +262,7 @@ def _decode_pil(img: Image.Image, *, name: str) -> DecodedImage:
         raise
     except ImlscanError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+    except _CORRUPT as e:
         raise ImlscanError(f"{name}: truncated or corrupt image data ({_short(e)})") from None
     applied = "none"
     if orientation not in (None, 1):
@@ -273,6 +285,19 @@ def _decode_pil(img: Image.Image, *, name: str) -> DecodedImage:
         frames=frames,
         notes=notes,
     )
+
+
+def _count_frames(img: Image.Image, name: str) -> int | None:
+    """The number of frames (Pillow seeks through them all), None when a later frame is damaged."""
+    try:
+        return int(getattr(img, "n_frames", 1) or 1)
+    except _CORRUPT:
+        pass
+    try:
+        img.seek(0)  # counting stopped on the damaged frame: back to the first
+    except _CORRUPT as e:
+        raise ImlscanError(f"{name}: truncated or corrupt image data ({_short(e)})") from None
+    return None
 
 
 def _exif_orientation(img: Image.Image) -> int | None:

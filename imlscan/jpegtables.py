@@ -10,6 +10,7 @@ traces and the provenance reader all use it.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -78,8 +79,10 @@ def jpeg_file_quality(data: bytes) -> int | None:
     """The IJG quality of a JPEG's luminance table (``estimate_quality``), or None when the
     bytes are not a readable JPEG."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            tables = getattr(im, "quantization", None) if im.format == "JPEG" else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # opening reads EXIF; a corrupt block warns, the tables are fine
+            with Image.open(io.BytesIO(data)) as im:
+                tables = getattr(im, "quantization", None) if im.format == "JPEG" else None
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
     if not tables or 0 not in tables:

@@ -290,3 +290,16 @@ def test_killed_run_leaves_only_complete_files(tmp_path, tiny_weights, rng):
     s = run_batch(root, Predictor(load_model(tiny_weights, device="cpu"), size=64), options(out, mask=True, prob=True))
     assert s.skipped == done and s.processed == 40 - done and s.failed == 0
     assert not [p for p in out.glob(".*")]
+
+
+def test_names_that_only_look_like_outputs_are_still_photos(tmp_path, predictor, rng):
+    """Only imlscan's own outputs are left out of an input folder that is also the output
+    folder: a photo called like one, with no source or report beside it, is scanned."""
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("holiday.thumb.jpg", "x.overlay.png", "x.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / name)
+    assert find_images(root, exclude=root) == ["holiday.thumb.jpg", "x.overlay.png", "x.png"]
+    run_batch(root, predictor, options(root))
+    assert find_images(root, exclude=root) == ["holiday.thumb.jpg", "x.overlay.png", "x.png"]
+    assert (root / "x.png.overlay.png").is_file() and (root / "holiday.thumb.jpg.thumb.jpg").is_file()

@@ -100,3 +100,46 @@ def test_a_trace_that_applies_everywhere_and_says_nothing_gets_no_term(rng):
     rule = fit_rule(samples, ["noise"], pixels_per_image=256, penalty=0.01)
     bias, weight = rule.terms["noise"]
     assert abs(weight) < 0.3 and abs(bias) < 0.5, rule.terms
+
+
+def test_logit_and_llr_features_read_confident_maps_as_strong_evidence():
+    prob = np.full((2, 3), 0.5, np.float32)
+    m = np.array([[0.99, 0.5, 0.2], [0.2, 0.2, 0.01]], np.float32)
+    adq = TraceResult(name="adq", applies=True, reason="", explanation="", map=m, details={"prior": 0.2})
+    logit_rule = FusionRule(terms={"adq": (0.0, 1.0)}, features={"adq": "logit"})
+    fused, _ = fuse_traces(prob, {"adq": adq}, logit_rule)
+    assert np.allclose(fused, np.clip(m, 0.01, 0.99), atol=1e-5)  # logit(0.5) + logit(m) = logit(m)
+    llr_rule = FusionRule(terms={"adq": (0.0, 1.0)}, features={"adq": "llr"})
+    fused, _ = fuse_traces(prob, {"adq": adq}, llr_rule)
+    assert np.allclose(fused[m == np.float32(0.2)], 0.5, atol=1e-5)  # at the prior: no evidence, no change
+    assert fused[0, 0] > 0.99 and fused[1, 2] < 0.1
+    centered = FusionRule(terms={"adq": (0.0, 1.0)})
+    assert fuse_traces(prob, {"adq": adq}, centered)[0][0, 0] < 0.7  # version 1 bounds the say to +-0.5 logits
+
+
+def test_version_1_entries_still_read_and_new_entries_name_their_feature():
+    v1 = {"version": 1, "terms": {"adq": {"bias": 0.1, "weight": 2.0}}}
+    rule = FusionRule.from_dict(v1)
+    assert rule.feature("adq") == "centered"
+    for bad in (
+        {"version": 1, "terms": {"adq": {"bias": 0.1, "weight": 2.0, "feature": "logit"}}},
+        {"version": 2, "terms": {"adq": {"bias": 0.1, "weight": 2.0, "feature": "cubic"}}},
+    ):
+        with pytest.raises(UsageError):
+            FusionRule.from_dict(bad)
+    new = FusionRule(terms={"adq": (0.0, 1.5), "noise": (0.2, 0.3)}, features={"adq": "llr", "noise": "logit"})
+    entry = json.loads(json.dumps(new.to_dict()))
+    assert entry["version"] == 2 and entry["terms"]["adq"]["feature"] == "llr"
+    assert FusionRule.from_dict(entry) == new
+
+
+def test_an_llr_term_is_fitted_without_a_bias(rng):
+    samples = []
+    for i in range(20):
+        prob, traces, mask = _case(np.random.default_rng(i))
+        traces["adq"].map = np.where(mask, 0.95, 0.05).astype(np.float32)
+        traces["adq"].details = {"prior": 0.1}
+        samples.append((prob, traces, mask))
+    rule = fit_rule(samples, ["adq", "noise"], pixels_per_image=512, penalty=0.01, features={"adq": "llr"})
+    assert rule.terms["adq"][0] == 0.0 and rule.terms["adq"][1] > 0.5 and rule.feature("adq") == "llr"
+    assert rule.feature("noise") == "centered"

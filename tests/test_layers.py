@@ -8,7 +8,7 @@ import hides a cycle, it does not remove it). Three rules:
   the command line: it reports through callbacks);
 - a module imports only its own wing or the wings below it, in this order, top to bottom:
   ``cli -> train, calibrate -> eval -> scanning -> weights -> models -> data, imageio, device -> leaves``
-  (leaves: errors, fsutil, defaults, jpegtables, safetext, _version).
+  (leaves: errors, fsutil, defaults, jpegtables, safetext, inputgate, _version).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ RANKS = {
     "cli": 7,
     "facade": 8,
 }
-LEAVES = {"errors", "fsutil", "defaults", "jpegtables", "safetext", "_version"}
+LEAVES = {"errors", "fsutil", "defaults", "jpegtables", "safetext", "inputgate", "_version"}
 
 
 def module_name(path: Path) -> str:

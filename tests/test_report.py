@@ -180,3 +180,38 @@ def test_contact_sheet(photo):
     assert 'href="a/b.jpg.overlay.png"' in page
     assert "bad.jpg: not an image" in page and UNTRAINED_WARNING in page
     assert "#1" in page and "0.900" in page
+
+
+def test_report_json_is_strict_and_names_the_non_finite_value(tmp_path, predictor, photo):
+    from imlscan.errors import ImlscanError
+
+    result = make_result(predictor, photo, blob_prob())
+    with pytest.raises(ImlscanError, match=r"non-finite number at \$\.extra_check"):
+        write_outputs(result, tmp_path, "x", overlay=False, extra={"extra_check": float("inf")})
+    assert not (tmp_path / "x.json").exists()  # never a report strict parsers refuse
+
+
+def test_claim_name_never_takes_another_files_report(tmp_path, predictor, photo, rng):
+    from imlscan.scanning.report import claim_name
+
+    out = tmp_path / "out"
+    first, second = tmp_path / "d1" / "x.png", tmp_path / "d2" / "x.png"
+    for p, pixels in ((first, photo), (second, rng.integers(0, 256, photo.shape, dtype=np.uint8))):
+        p.parent.mkdir()
+        p.write_bytes(encode_png(pixels))
+    assert claim_name(out, "x", first, "a" * 64) == "x"  # free
+    result = build_result(decode_bytes(first.read_bytes(), name=str(first)), blob_prob(), predictor, threshold=0.5)
+    result.input["path"] = str(first)
+    write_outputs(result, out, "x", overlay=False)
+    assert claim_name(out, "x", first, result.input["sha256"]) == "x"  # its own report: replaced
+    assert claim_name(out, "x", first, "edited" * 10) == "x"  # the same file, edited since
+    other = claim_name(out, "x", second, "b" * 64)
+    assert other.startswith("x-") and other == claim_name(out, "x", second, "b" * 64)  # stable
+    (out / "notes.json").write_text("[1, 2]")  # a JSON file that is not an imlscan report
+    assert claim_name(out, "notes", first, result.input["sha256"]) != "notes"
+
+
+def test_contact_sheet_links_are_url_encoded(photo):
+    entries = [{"relpath": "q?#%.jpg", "score": 0.5, "mask_fraction": 0.0, "thumb": None, "link": "d 1/q?#%.jpg.html"}]
+    page = render_contact_sheet(entries, title="t", total=1)
+    assert 'href="d%201/q%3F%23%25.jpg.html"' in page

@@ -432,8 +432,8 @@ def test_a_non_finite_gradient_is_skipped_not_applied(tiny_model):
 def test_a_diverged_model_stops_the_run_with_a_clear_error(tmp_path, one_pair, tiny_model):
     from imlscan.weights.store import save_weights
 
-    with torch.no_grad():
-        next(tiny_model.parameters()).fill_(math.nan)  # every loss and gradient is NaN from step 1
+    with torch.no_grad():  # finite, so the weights gate lets it in, but every activation overflows:
+        next(tiny_model.parameters()).fill_(3e38)  # every loss and gradient is NaN from step 1
     save_weights(tiny_model, tmp_path / "nan.safetensors", name="nan", variant="sparsevit-test")
     cfg = _cfg(tmp_path, "nan", [str(one_pair)], model=None, init=str(tmp_path / "nan.safetensors"))
     cfg.max_steps, cfg.val = 100, ["none"]

@@ -278,3 +278,10 @@ def test_embedded_weights_are_small_and_default_is_consistent():
         assert f.stat().st_size < 50 * 2**20, f"{f.name} is too large to ship in the wheel"
     status = default_status()
     assert not status["resolves_to"].startswith(("MISSING", "BROKEN")), status
+
+
+def test_build_metadata_never_aliases_the_default_preprocessing(tiny_model):
+    """Editing one file's metadata (a tool setting its own std) must not change every later file's."""
+    first = build_metadata(tiny_model, name="a")
+    first["preprocessing"]["std"][0] = 0.5
+    assert build_metadata(tiny_model, name="b")["preprocessing"]["std"][0] == pytest.approx(0.229)

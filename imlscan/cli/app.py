@@ -8,8 +8,12 @@ Policy: a user error (``ImlscanError``) prints one line to stderr and exits with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -17,6 +21,7 @@ from typer.core import TyperGroup
 
 from imlscan._version import __version__
 from imlscan.errors import ImlscanError, UsageError
+from imlscan.safetext import dumps_json, shown
 
 err_console = Console(stderr=True, highlight=False)
 state = {"debug": os.environ.get("IMLSCAN_DEBUG", "") not in ("", "0")}
@@ -25,9 +30,33 @@ state = {"debug": os.environ.get("IMLSCAN_DEBUG", "") not in ("", "0")}
 def print_error(message: str, hint: str | None = None) -> None:
     from rich.markup import escape  # messages quote user text: "[...]" must print as is
 
-    err_console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(shown(message))}", markup=True, soft_wrap=True)
     if hint:
-        err_console.print(f"[dim]hint: {escape(hint)}[/]", soft_wrap=True)
+        err_console.print(f"[dim]hint: {escape(shown(hint))}[/]", soft_wrap=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``timeout``, ``kill``), raised where Ctrl-C would be, so the
+    same clean-up runs (results written for what was done); the CLI then exits 143."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` instead of ending the process on the
+    spot; a second SIGTERM during the clean-up is ignored (SIGKILL still ends it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # Typer >= 0.22 vendors click; find its exception base whichever click it uses.
@@ -40,7 +69,8 @@ class ErrorHandlingGroup(TyperGroup):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            with sigterm_as_interrupt():  # every command: SIGTERM cleans up as Ctrl-C does, exit 143
+                return super().invoke(ctx)
         except _PASS_THROUGH:
             raise
         except ImlscanError as e:
@@ -50,9 +80,10 @@ class ErrorHandlingGroup(TyperGroup):
             raise typer.Exit(e.exit_code) from None
         except BrokenPipeError:  # e.g. `imlscan ... | head`: the reader left, nothing to say
             raise typer.Exit(141) from None
-        except KeyboardInterrupt:
-            print_error("interrupted")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            print_error("terminated" if terminated else "interrupted")
+            raise typer.Exit(143 if terminated else 130) from None
         except Exception as e:  # noqa: BLE001 - the one place that catches everything
             if state["debug"]:
                 raise
@@ -106,8 +137,7 @@ def die_usage(message: str) -> None:
 
 
 def stdout_json(obj) -> None:
-    """Machine-readable output on stdout, one JSON document."""
-    import json
-
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    """Machine-readable output on stdout, one strict JSON document (a NaN or infinity is an
+    error naming where it sits, never a bare ``NaN`` that strict parsers refuse)."""
+    sys.stdout.write(dumps_json(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()

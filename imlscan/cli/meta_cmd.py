@@ -68,9 +68,13 @@ def _print_human(r: dict[str, Any]) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from imlscan.safetext import shown
+
     c = r.get("container") or {}
     size = f" {c['width']}x{c['height']}" if c.get("width") and c.get("height") else ""
-    err_console.print(Text.assemble((r["SourceFile"], "bold"), f"  {r['format']}{size}, {r['FileSize']:,} bytes"))
+    err_console.print(
+        Text.assemble((shown(r["SourceFile"]), "bold"), f"  {r['format']}{size}, {r['FileSize']:,} bytes")
+    )
     for f in r["findings"]:
         style = "yellow" if f["text"].startswith("unreadable:") else ""
         err_console.print(Text.assemble("  - ", (f["text"], style), (f"  ({f['source']})", "dim")), soft_wrap=True)

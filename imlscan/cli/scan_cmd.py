@@ -13,11 +13,20 @@ from typing import Any
 import typer
 
 from imlscan.cli import options
-from imlscan.cli.app import app, err_console, print_error, stdout_json
+from imlscan.cli.app import app, err_console, print_error, sigterm_as_interrupt, stdout_json
 from imlscan.cli.predictor import announce, load_predictor
 from imlscan.cli.progress import ProgressBar
 from imlscan.defaults import SMALL_IMAGE_SIDE
 from imlscan.errors import ImlscanError, UsageError
+from imlscan.safetext import shown
+
+
+def _markup_safe(text: Any) -> str:
+    """User text (a file name, an error quoting one) inside a rich markup string: control
+    characters shown as escapes, brackets never read as markup."""
+    from rich.markup import escape
+
+    return escape(shown(text))
 
 
 def _copy_move_cost_note(predictor: Any, workers: int) -> str | None:
@@ -111,8 +120,9 @@ def scan(
 
     Example: imlscan scan photo.jpg --overlay --html
     """
+    from imlscan.fsutil import write_error
     from imlscan.scanning.predict import scan as scan_image
-    from imlscan.scanning.report import write_outputs
+    from imlscan.scanning.report import claim_name, write_outputs
 
     images = expand_inputs(images)
     predictor = load_predictor(
@@ -130,23 +140,25 @@ def scan(
     announce(predictor)
     reports: list[dict[str, Any]] = []
     failed = 0
-    for path, name in zip(images, output_names(images)):
-        try:
-            result = scan_image(path, predictor, threshold=threshold, max_pixels=max_pixels or None)
-        except ImlscanError as e:
-            if len(images) == 1:
-                raise
-            print_error(e.message, e.hint)
-            failed += 1
-            reports.append({"input": {"path": str(path)}, "status": "error", "error": e.message})
-            continue
-        try:
-            report = write_outputs(
-                result, out, name, overlay=overlay, mask=mask, prob=prob, html=html, extra={"status": "ok"}
-            )
-        except OSError as e:
-            raise ImlscanError(f"cannot write to {out}: {e.strerror or e}") from None
-        reports.append(report)
+    with sigterm_as_interrupt():
+        for path, name in zip(images, output_names(images)):
+            try:
+                result = scan_image(path, predictor, threshold=threshold, max_pixels=max_pixels or None)
+            except ImlscanError as e:
+                if len(images) == 1:
+                    raise
+                print_error(e.message, e.hint)
+                failed += 1
+                reports.append({"input": {"path": str(path)}, "status": "error", "error": e.message})
+                continue
+            try:
+                name = claim_name(out, name, path, result.input.get("sha256"))
+                report = write_outputs(
+                    result, out, name, overlay=overlay, mask=mask, prob=prob, html=html, extra={"status": "ok"}
+                )
+            except OSError as e:
+                raise write_error(e, out) from None
+            reports.append(report)
     _print_table(reports, out)
     _note_small(reports)
     if json_out:
@@ -162,7 +174,7 @@ def _note_small(reports: list[dict[str, Any]]) -> None:
     small = [r["input"]["path"] or "(array)" for r in reports if SMALL_IMAGE_WARNING in r.get("warnings", ())]
     if small:
         which = ", ".join(small) if len(small) <= 3 else f"{len(small)} of {len(reports)} photos"
-        err_console.print(f"[yellow]note: {which}: {SMALL_IMAGE_WARNING}[/]", soft_wrap=True)
+        err_console.print(f"[yellow]note: {_markup_safe(which)}: {SMALL_IMAGE_WARNING}[/]", soft_wrap=True)
 
 
 def _percent_lower(report: dict[str, Any]) -> str:
@@ -179,9 +191,9 @@ def _print_table(reports: list[dict[str, Any]], out: Path) -> None:
         table.add_column(col, justify="right", no_wrap=True)
     table.add_column("report", overflow="fold")
     for r in reports:
-        path = r["input"]["path"] or "(array)"
+        path = _markup_safe(r["input"]["path"] or "(array)")
         if r.get("status") == "error":
-            table.add_row(path, "[red]failed[/]", "", "", "", r["error"])
+            table.add_row(path, "[red]failed[/]", "", "", "", _markup_safe(r["error"]))
             continue
         table.add_row(
             path,
@@ -189,7 +201,7 @@ def _print_table(reports: list[dict[str, Any]], out: Path) -> None:
             _percent_lower(r),
             f"{100 * r['mask_fraction']:.2f}%",
             str(r["regions_total"]),
-            str(out / r["outputs"]["json"]),
+            _markup_safe(out / r["outputs"]["json"]),
         )
     err_console.print(table)
 
@@ -266,20 +278,20 @@ def batch(
         threshold=threshold,
         max_pixels=max_pixels or None,
     )
-    with ProgressBar("scanning", rate=True, transient=False) as bar:
+    with sigterm_as_interrupt(), ProgressBar("scanning", rate=True, transient=False) as bar:
         summary = run_batch(
             input_dir,
             predictor,
             batch_options,
             progress=bar,
-            log=lambda m: err_console.print(m, style="red", markup=False, soft_wrap=True),
+            log=lambda m: err_console.print(shown(m), style="red", markup=False, soft_wrap=True),
             before_inference=(lambda: err_console.print(f"[yellow]note: {note}[/]", soft_wrap=True)) if note else None,
         )
     where = f" (shard {shard_spec[0]}/{shard_spec[1]})" if shard_spec else ""
     err_console.print(
         f"{summary.selected} of {summary.found} image(s){where}: {summary.processed} scanned, "
         f"{summary.skipped} already done, {summary.failed} failed. "
-        f"Results: {summary.results_path}, {summary.summary_path}, {summary.index_path}",
+        f"Results: {shown(summary.results_path)}, {shown(summary.summary_path)}, {shown(summary.index_path)}",
         soft_wrap=True,
         markup=False,
     )

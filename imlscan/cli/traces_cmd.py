@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -38,6 +37,7 @@ def traces(
     from imlscan.cli.scan_cmd import expand_inputs, output_names
     from imlscan.fsutil import atomic_write_text
     from imlscan.imageio import decode_bytes, read_file
+    from imlscan.safetext import dumps_json, shown
     from imlscan.scanning.trace_views import write_trace_pictures
     from imlscan.scanning.traces import Photo, compute_traces, parse_trace_names
 
@@ -61,11 +61,11 @@ def traces(
             "input": {"path": str(path), "sha256": decoded.sha256, "width": decoded.width, "height": decoded.height},
             "traces": {n: {**r.to_dict(), "picture": pictures[n].name} for n, r in results.items()},
         }
-        atomic_write_text(out / f"{stem}.traces.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+        atomic_write_text(out / f"{stem}.traces.json", dumps_json(report, indent=2) + "\n")
         reports.append(report)
         for n, r in results.items():
             score = "" if r.score is None else f"{r.score:.2f}"
-            table.add_row(Text(str(path)), n, "yes" if r.applies else "no", score, Text(r.reason))
+            table.add_row(Text(shown(path)), n, "yes" if r.applies else "no", score, Text(r.reason))
     err_console.print(table)
     if json_out:
         stdout_json(reports[0] if len(reports) == 1 else {"photos": reports})

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from imlscan.cli.app import app, err_console, stdout_json
+from imlscan.defaults import DEFAULT_FUSION_FORM
 
 weights_app = typer.Typer(
     help=(
@@ -297,6 +298,12 @@ def fuse(
     pixels: int = typer.Option(4096, "--pixels", min=64, help="Pixels drawn per image (half inside the mask)."),
     penalty: float = typer.Option(1.0, "--penalty", min=0.0, help="L2 penalty on the terms, per image's pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed of the pixel draw (the fit is deterministic)."),
+    form: str = typer.Option(
+        DEFAULT_FUSION_FORM,
+        "--form",
+        help="How each trace's map is read: logit (its confidence in logits), llr (adq by its likelihood ratio, "
+        "the others by logit) or centered (map - 0.5, the first rule's form).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the rule as JSON on stdout."),
 ) -> None:
     """Fit the rule that fuses the forensic traces (imlscan traces) with the weights' map, and write a
@@ -320,14 +327,15 @@ def fuse(
             pixels_per_image=pixels,
             penalty=penalty,
             seed=seed,
+            form=form,
             progress=bar,
         )
     d = rule.to_dict()
     if json_out:
         stdout_json(d)
-    rows = [(name, f"{v['bias']:+.3f}", f"{v['weight']:+.3f}") for name, v in d["terms"].items()]
-    for name, bias, weight in rows:
-        err_console.print(f"  {name:6s} bias {bias}  weight {weight}", markup=False)
+    rows = [(name, f"{v['bias']:+.3f}", f"{v['weight']:+.3f}", v["feature"]) for name, v in d["terms"].items()]
+    for name, bias, weight, feature in rows:
+        err_console.print(f"  {name:6s} bias {bias}  weight {weight}  ({feature})", markup=False)
     f = d["fitted"]
     err_console.print(
         f"wrote {out}: {len(rows)} trace term(s) fitted on {f['images']} images; pixel log-loss "

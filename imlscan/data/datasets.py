@@ -18,10 +18,12 @@ pixel grid (as IMDL-BenCo reads them with PIL).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,10 +32,10 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from imlscan.defaults import DATASET_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
-from imlscan.fsutil import atomic_path, atomic_write_text, sha256_file
-
-Image.MAX_IMAGE_PIXELS = None  # benchmark images are trusted local files; large scans are legitimate
+from imlscan.fsutil import atomic_path, atomic_write_text, sha256_bytes
+from imlscan.inputgate import check_memory, open_file, pil_pixel_limit, read_file
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif", ".jfif")
 MASK_SUFFIXES = ("_groundtruth", "-groundtruth", "_mask", "-mask", "_gt", "-gt", ".gt")
@@ -152,7 +154,7 @@ def _subdir(root: Path, name: str) -> Path | None:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS
+        p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTS
     )
 
 
@@ -206,44 +208,71 @@ def _load_folder(root: Path) -> Dataset:
 # Reading
 
 
+@contextlib.contextmanager
+def _open_image(
+    path: str | os.PathLike, what: str = "image", *, data: bytes | None = None, header_only: bool = False
+) -> Iterator[Image.Image]:
+    """A dataset file opened by Pillow: read through the input gate (a regular file of bounded
+    size), under the explicit dataset pixel limit (Pillow's guard stays on for the rest of the
+    process) and, unless only the header is read, after the memory check.
+
+    Arguments:
+        path: the file.
+        what: "image" or "mask", for the messages.
+        data: its bytes, when the caller has already read them through the gate.
+        header_only: read just the header (for its size), not the whole file.
+
+    Raises:
+        ImlscanError: unreadable, not an image, too large, or corrupt (also while the block decodes).
+    """
+    hint = "run 'imlscan eval --check DATASET'"
+    try:
+        source = open_file(path) if header_only else io.BytesIO(read_file(path) if data is None else data)
+    except ImlscanError as e:
+        raise ImlscanError(f"{what} {e.message}", hint=e.hint or hint) from None
+    with source, pil_pixel_limit(DATASET_MAX_PIXELS):
+        try:
+            with Image.open(source) as im:
+                w, h = im.size
+                if w * h > DATASET_MAX_PIXELS:
+                    raise ImlscanError(
+                        f"{what} {path}: {w}x{h} pixels, above the {DATASET_MAX_PIXELS:,}-pixel limit for datasets"
+                    )
+                if not header_only:
+                    check_memory(im.size, f"{what} {path}")
+                yield im
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise ImlscanError(f"cannot decode {what} {path}: {e}", hint=hint) from None
+
+
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """An image as ``H x W x 3`` uint8 RGB, as stored (no EXIF rotation: masks follow the stored grid)."""
-    try:
-        with Image.open(path) as im:
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.float64)
-                a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
-            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
-    except FileNotFoundError:
-        raise ImlscanError(f"image not found: {path}", hint="run 'imlscan eval --check DATASET'") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImlscanError(f"cannot decode image {path}: {e}", hint="run 'imlscan eval --check DATASET'") from None
+    with _open_image(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            a = np.asarray(im, dtype=np.float64)
+            a = np.clip(a / (65535.0 if a.max() > 255 else 255.0) * 255.0, 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(np.repeat(a[..., None], 3, axis=2))
+        return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
 def mask_values(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """The mask's raw values as a 2-D array and its format's full scale (1, 255, 65535...)."""
-    try:
-        with Image.open(path) as im:
-            mode = im.mode
-            if mode == "1":
-                return np.asarray(im, dtype=np.uint8), 1.0
-            if mode == "F":
-                return np.asarray(im, dtype=np.float32), 1.0
-            if mode in ("I;16", "I;16B", "I;16L"):
-                return np.asarray(im).astype(np.int64), 65535.0
-            if mode == "I":
-                a = np.asarray(im).astype(np.int64)
-                return a, (65535.0 if a.max(initial=0) > 255 else 255.0)
-            if mode == "L":
-                return np.asarray(im), 255.0
-            if mode == "LA":
-                return np.asarray(im)[..., 0], 255.0
-            return np.asarray(im.convert("RGB")).max(axis=2), 255.0
-    except FileNotFoundError:
-        raise ImlscanError(f"mask not found: {path}", hint="run 'imlscan eval --check DATASET'") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImlscanError(f"cannot decode mask {path}: {e}", hint="run 'imlscan eval --check DATASET'") from None
+    with _open_image(path, "mask") as im:
+        mode = im.mode
+        if mode == "1":
+            return np.asarray(im, dtype=np.uint8), 1.0
+        if mode == "F":
+            return np.asarray(im, dtype=np.float32), 1.0
+        if mode in ("I;16", "I;16B", "I;16L"):
+            return np.asarray(im).astype(np.int64), 65535.0
+        if mode == "I":
+            a = np.asarray(im).astype(np.int64)
+            return a, (65535.0 if a.max(initial=0) > 255 else 255.0)
+        if mode == "L":
+            return np.asarray(im), 255.0
+        if mode == "LA":
+            return np.asarray(im)[..., 0], 255.0
+        return np.asarray(im.convert("RGB")).max(axis=2), 255.0
 
 
 def binarize(values: np.ndarray, full_scale: float) -> np.ndarray:
@@ -265,8 +294,8 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    with Image.open(path) as im:
+    """(width, height) from the file header, without decoding the pixels (ImlscanError if unreadable)."""
+    with _open_image(path, header_only=True) as im:
         return im.size
 
 
@@ -299,21 +328,22 @@ def _check_one(sample: Sample) -> tuple[list[Problem], str | None]:
     """Problems of one sample and the image's content hash (None when unreadable)."""
     problems: list[Problem] = []
     img, digest, size = str(sample.image_path), None, None
-    if not sample.image_path.is_file():
+    if not sample.image_path.exists():
         problems.append(Problem("missing", img, "image file does not exist"))
     else:
         try:
-            with Image.open(sample.image_path) as im:
+            data = read_file(sample.image_path)
+            with _open_image(sample.image_path, data=data) as im:
                 size = im.size
                 im.load()
-            digest = sha256_file(sample.image_path)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            problems.append(Problem("unreadable", img, f"image cannot be decoded: {e}"))
+            digest = sha256_bytes(data)
+        except ImlscanError as e:
+            problems.append(Problem("unreadable", img, f"image cannot be decoded: {e.message}"))
             size = None
     if sample.mask_path is None:
         return problems, digest
     mpath = str(sample.mask_path)
-    if not sample.mask_path.is_file():
+    if not sample.mask_path.exists():
         problems.append(Problem("missing", mpath, "mask file does not exist"))
         return problems, digest
     try:

@@ -54,9 +54,12 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from imlscan.data.transforms import PostConfig, apply_chain, jpeg_roundtrip, resize_mask, sample_chain
+from imlscan.defaults import DATASET_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_write_bytes, atomic_write_text
+from imlscan.inputgate import pil_pixel_limit, read_file
 from imlscan.jpegtables import jpeg_file_quality
+from imlscan.safetext import dumps_json
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 KINDS = ("splice", "copymove", "removal")
@@ -210,8 +213,10 @@ def split_hosts(paths: Sequence[Path], split: str = "train", val_fraction: float
 
 def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """Decode a photo as uint8 RGB (EXIF orientation applied), downscaled so that its long
-    side is at most ``max_side``."""
-    with Image.open(path) as im:
+    side is at most ``max_side``. Hosts are the user's photos: read through the input gate and
+    decoded under the explicit dataset pixel limit."""
+    data = read_file(path)
+    with pil_pixel_limit(DATASET_MAX_PIXELS), Image.open(io.BytesIO(data)) as im:
         if max_side and im.format == "JPEG" and max(im.size) > 2 * max_side:
             im.draft("RGB", (max_side, max_side))  # DCT-domain downscale: much faster decoding
         rgb = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
@@ -225,9 +230,9 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
 def _stored_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) of an encoded image as decoded with its EXIF orientation, or None."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with pil_pixel_limit(DATASET_MAX_PIXELS), Image.open(io.BytesIO(data)) as im:
             w, h = ImageOps.exif_transpose(im).size
-    except (OSError, ValueError):
+    except (OSError, ValueError, Image.DecompressionBombError):
         return None
     return h, w
 
@@ -249,7 +254,7 @@ def _map_segments(path: str) -> np.ndarray:
 
 @lru_cache(maxsize=256)
 def _label_map(path: str) -> np.ndarray:
-    m = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    m = cv2.imdecode(np.frombuffer(read_file(path), np.uint8), cv2.IMREAD_UNCHANGED)
     if m is None:
         raise ImlscanError(f"{path}: cannot read region map")
     if m.ndim == 3:  # a colour label map: one id per colour
@@ -807,8 +812,8 @@ class SynthGenerator:
     def _host_quality(self, index: int) -> int | None:
         """The IJG quality of a JPEG host's own tables (None: not a JPEG)."""
         try:
-            return jpeg_file_quality(self.hosts[index].read_bytes())
-        except OSError:
+            return jpeg_file_quality(read_file(self.hosts[index]))
+        except ImlscanError:
             return None
 
     def _with_history(
@@ -839,7 +844,7 @@ class SynthGenerator:
         image = manipulated
         if params["kind"] == "negative":
             variant = ("original", "resaved", "cropped")[int(rng.integers(3))]
-            original = self.hosts[hi].read_bytes() if q_host is not None else None
+            original = read_file(self.hosts[hi]) if q_host is not None else None
             unchanged = "published_quality" not in hist and host.shape[:2] == _stored_size(original or b"")
             if variant == "original" and original is not None and unchanged:
                 hist.update(variant="original", quality=q_host, relation="saved once")
@@ -862,7 +867,7 @@ class SynthGenerator:
         for _ in range(10):
             try:
                 return index, self.load(index, scale, keep_grid=keep_grid)
-            except (OSError, ValueError, Image.DecompressionBombError, cv2.error):
+            except (OSError, ValueError, Image.DecompressionBombError, cv2.error, ImlscanError):
                 index = int(rng.integers(len(self.hosts)))
         raise ImlscanError("cannot decode the host photos", hint="check the photos folder")
 
@@ -933,7 +938,7 @@ def write_dataset(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"version": MANIFEST_VERSION, **gen.describe(), "hosts_list": [p.name for p in gen.hosts]}
-    settings = json.loads(json.dumps(settings))  # tuples as lists: comparable with a reloaded manifest
+    settings = json.loads(dumps_json(settings))  # tuples as lists: comparable with a reloaded manifest
     records: dict[int, dict] = {}
     manifest_path = out / "manifest.json"
     if manifest_path.exists():
@@ -958,9 +963,9 @@ def write_dataset(
 
     def flush() -> None:
         rows = [records[i] for i in sorted(records)]
-        atomic_write_text(manifest_path, json.dumps({"settings": settings, "samples": rows}, indent=1) + "\n")
+        atomic_write_text(manifest_path, dumps_json({"settings": settings, "samples": rows}, indent=1) + "\n")
         pairs = [[r["image"], r["mask"] or NEGATIVE] for r in rows if r["index"] < n]
-        atomic_write_text(out / "pairs.json", json.dumps(pairs, indent=1) + "\n")
+        atomic_write_text(out / "pairs.json", dumps_json(pairs, indent=1) + "\n")
 
     done = n - len(todo)
     if progress:

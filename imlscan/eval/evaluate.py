@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import math
 import re
 import time
@@ -27,7 +26,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import UnidentifiedImageError
 
 from imlscan._version import __version__
 from imlscan.data.datasets import Dataset, Sample, image_size, read_mask, read_rgb
@@ -46,7 +44,8 @@ from imlscan.eval.metrics import (
 from imlscan.eval.perturb import Perturbation
 from imlscan.eval.plot import line_plot
 from imlscan.fsutil import atomic_path, atomic_write_text
-from imlscan.imageio import from_array
+from imlscan.imageio import from_array, read_file
+from imlscan.safetext import dumps_json
 from imlscan.scanning.fusion import FusionRule, fuse_traces
 from imlscan.scanning.traces import TRACES, Photo, compute_traces
 from imlscan.scanning.workers import decoding_pool
@@ -245,14 +244,14 @@ def preflight(dataset: Dataset, items: list[Sample]) -> None:
     problems = []
     for s in items:
         for p in (s.image_path, s.mask_path):
-            if p is not None and not p.is_file():
+            if p is not None and not p.exists():
                 problems.append(f"missing {p}")
-        if s.mask_path is not None and s.image_path.is_file() and s.mask_path.is_file():
+        if s.mask_path is not None and s.image_path.exists() and s.mask_path.exists():
             try:
                 if image_size(s.image_path) != image_size(s.mask_path):
                     problems.append(f"image/mask size mismatch: {s.mask_path}")
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-                problems.append(f"unreadable: {e}")
+            except ImlscanError as e:
+                problems.append(f"unreadable: {e.message}")
         if len(problems) > 3:
             break
     if problems:
@@ -275,7 +274,7 @@ def prepare_item(task: dict[str, Any]) -> dict[str, Any]:
             )
         pert: Perturbation | None = task["perturbation"]
         names = task.get("traces") or ()
-        data = Path(task["image"]).read_bytes() if names and pert is None else None
+        data = read_file(task["image"]) if names and pert is None else None
         if pert is not None:
             if names:
                 rgb, mask, data = pert.apply_file(rgb, mask, seed=task["seed"], index=task["index"])
@@ -457,8 +456,7 @@ def fusion_rule(predictor: Any, opts: EvalOptions) -> FusionRule | None:
     rule = FusionRule.of(info.metadata if info is not None else None)
     if rule is None or opts.traces is None:
         return rule
-    terms = {n: t for n, t in rule.terms.items() if n in opts.traces}
-    return FusionRule(terms=terms, version=rule.version, fitted=rule.fitted) if terms else None
+    return rule.restricted(opts.traces)
 
 
 def _alone(item: dict[str, Any], name: str) -> np.ndarray:
@@ -838,7 +836,7 @@ def write_outputs(report: dict, settings: list[SettingResult], out: Path) -> lis
     write_csv(out / "per_image.csv", settings)
     atomic_write_text(out / "metrics.md", metrics_md(report))
     atomic_write_text(out / "report.html", report_html(report, out, plots))
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "metrics.json", dumps_json(report, indent=2) + "\n")
     return files
 
 
@@ -856,4 +854,4 @@ def comparison_json(reports: list[dict]) -> list[dict]:
 
 def write_comparison(reports: list[dict], out: Path) -> None:
     atomic_write_text(out / "comparison.md", "# Comparison\n\n" + comparison_md(reports) + "\n")
-    atomic_write_text(out / "comparison.json", json.dumps(comparison_json(reports), indent=2) + "\n")
+    atomic_write_text(out / "comparison.json", dumps_json(comparison_json(reports), indent=2) + "\n")

@@ -259,7 +259,8 @@ class Encoder(nn.Module):
         self.patch_embed2 = PatchEmbed(d[0], d[1], 2)
         self.patch_embed3 = PatchEmbed(d[1], d[2], 2)
         self.patch_embed4 = PatchEmbed(d[2], d[3], 2)
-        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+        # On the CPU even when the model is built on the meta device (weights files are checked so).
+        dpr = torch.linspace(0, cfg.drop_path_rate, sum(cfg.depths), device="cpu").tolist()
         o = [0, cfg.depths[0], sum(cfg.depths[:2]), sum(cfg.depths[:3])]
         s3, s4 = cfg.sparsity_schedule()
         self.blocks1 = nn.ModuleList(ConvBlock(d[0], cfg.mlp_ratio, dpr[o[0] + i]) for i in range(cfg.depths[0]))

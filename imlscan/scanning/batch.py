@@ -10,17 +10,18 @@ split a folder without talking to each other and an image keeps its shard when f
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fnmatch
-import glob as globlib
 import hashlib
 import io
 import json
 import os
 import re
+import stat
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,28 @@ from typing import TYPE_CHECKING, Any
 
 from imlscan.defaults import DEFAULT_MAX_PIXELS
 from imlscan.errors import ImlscanError, UsageError
-from imlscan.fsutil import atomic_write_text, sha256_bytes
+from imlscan.fsutil import (
+    FolderLock,
+    acquire_lock,
+    atomic_write_text,
+    check_unlocked,
+    ensure_folder,
+    name_max,
+    sha256_bytes,
+    temp_prefix,
+    temporary_prefix,
+    write_error,
+)
 from imlscan.imageio import IMAGE_EXTENSIONS, decode_bytes, read_file
+from imlscan.safetext import csv_cell, dumps_json
 from imlscan.scanning.provenance import provenance_tags, read_provenance, summary_fields
-from imlscan.scanning.report import OUTPUT_SUFFIXES, output_paths, render_contact_sheet, write_outputs
+from imlscan.scanning.report import (
+    OUTPUT_SUFFIXES,
+    output_base,
+    output_paths,
+    render_contact_sheet,
+    write_outputs,
+)
 from imlscan.scanning.workers import decoding_pool
 
 if TYPE_CHECKING:
@@ -102,33 +121,110 @@ class BatchSummary:
 # --- which files ----------------------------------------------------------------------------------
 
 
-def find_images(
-    root: str | os.PathLike, globs: Iterable[str] = (), exclude: str | os.PathLike | None = None
-) -> list[str]:
-    """Relative POSIX paths of the images under ``root``, sorted; hidden files and folders and
-    the ``exclude`` folder (the output folder, if inside) are left out.
+@dataclass
+class Discovery:
+    """What a walk of the input folder found: the images, and the folders it could not open
+    (``(relpath, error)``: recorded as failures, never skipped silently)."""
+
+    images: list[str]
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+
+_AGGREGATE = re.compile(r"^(results|summary|index)(\.shard-\d+-of-\d+)?\.(jsonl|csv|html)$")
+
+
+def _folder_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+def _own_output(folder: Path, name: str, siblings: set[str]) -> bool:
+    """Whether ``name`` is an output imlscan wrote next to its input (``--out`` is the input
+    folder, or holds it): ``a.jpg.overlay.png`` beside ``a.jpg``, or any file that the report
+    beside it lists among its outputs."""
+    for suffix in OUTPUT_SUFFIXES.values():
+        if not name.endswith(suffix) or len(name) == len(suffix):
+            continue
+        base = name[: -len(suffix)]
+        if base in siblings:
+            return True
+        report = base + OUTPUT_SUFFIXES["json"]
+        if report in siblings:
+            try:
+                outputs = json.loads((folder / report).read_text(encoding="utf-8")).get("outputs")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(outputs, dict) and name in outputs.values():
+                return True
+    return False
+
+
+def discover(root: str | os.PathLike, globs: Iterable[str] = (), exclude: str | os.PathLike | None = None) -> Discovery:
+    """The images under ``root`` (relative POSIX paths, sorted) and the folders that could not
+    be opened. Hidden files and folders are left out, and so is every output of imlscan: the
+    ``exclude`` folder (the output folder) with everything under it, and, when the output folder
+    is the input folder or above it, the reports, pictures and results files beside the photos,
+    so a re-run never scans the previous run's outputs as photos.
 
     Without ``globs``, files with an image extension; with them, files whose name (or, for a
     pattern with ``/``, whose relative path) matches any pattern, case-insensitively.
+
+    Raises:
+        ImlscanError: ``root`` itself cannot be read.
     """
     root = Path(root)
     globs = [g.lower() for g in globs]
-    skip = Path(exclude).resolve() if exclude is not None else None
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip)
-        for name in filenames:
+    skip = _folder_id(exclude) if exclude is not None else None
+    images: list[str] = []
+    unreadable: list[tuple[str, str]] = []
+    stack = [""]
+    while stack:
+        rel_dir = stack.pop()
+        here = root / rel_dir if rel_dir else root
+        try:
+            with os.scandir(here) as it:
+                entries = list(it)
+        except OSError as e:
+            if not rel_dir:
+                raise ImlscanError(f"{root}: cannot read this folder ({e.strerror or e})") from None
+            unreadable.append(
+                (rel_dir, f"{here}: cannot read this folder ({e.strerror or e}); its photos were not scanned")
+            )
+            continue
+        siblings = {e.name for e in entries}
+        is_out = skip is not None and _folder_id(here) == skip
+        for entry in entries:
+            name = entry.name
             if name.startswith("."):
                 continue
-            rel = (here / name).relative_to(root).as_posix()
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not entry.is_symlink() and (skip is None or _folder_id(entry.path) != skip):
+                    stack.append(rel)
+                continue
+            if is_out and _AGGREGATE.match(name):
+                continue
             if globs:
                 ok = any(fnmatch.fnmatchcase(rel.lower() if "/" in g else name.lower(), g) for g in globs)
             else:
                 ok = Path(name).suffix.lower() in IMAGE_EXTENSIONS
-            if ok:
-                found.append(rel)
-    return sorted(found)
+            if ok and not _own_output(here, name, siblings):
+                images.append(rel)
+    return Discovery(sorted(images), sorted(unreadable))
+
+
+def find_images(
+    root: str | os.PathLike, globs: Iterable[str] = (), exclude: str | os.PathLike | None = None
+) -> list[str]:
+    """The images of ``discover`` (relative POSIX paths, sorted)."""
+    return discover(root, globs, exclude).images
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -155,9 +251,13 @@ def select_shard(relpaths: Iterable[str], shard: tuple[int, int] | None) -> list
     return [r for r in relpaths if shard_of(r, n) == k]
 
 
+def _shard_tag(shard: tuple[int, int] | None) -> str:
+    return f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+
+
 def aggregate_names(shard: tuple[int, int] | None) -> tuple[str, str, str]:
     """Per-shard names, so shards writing into one shared folder never overwrite each other."""
-    tag = f".shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    tag = _shard_tag(shard)
     return f"results{tag}.jsonl", f"summary{tag}.csv", f"index{tag}.html"
 
 
@@ -234,11 +334,15 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]) -> dict[str, Any] | None:
     """The stored report if this image is complete for these bytes and settings, else None."""
     try:
-        record = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        record = json.loads(json_path.read_text(encoding="utf-8"), parse_constant=_not_json)
+    except (OSError, ValueError):  # a report with a bare NaN (older versions wrote them) is redone
         return None
     if not isinstance(record, dict) or record.get("status") != "ok" or record.get("settings_key") != key:
         return None
@@ -250,6 +354,74 @@ def done_record(json_path: Path, sha256: str, key: str, expected: Iterable[Path]
 
 
 # --- main side ------------------------------------------------------------------------------------
+
+
+def lock_name(shard: tuple[int, int] | None) -> str:
+    """The lock file of a run in its output folder: one per shard, so shards share a folder."""
+    return f".imlscan-batch{_shard_tag(shard)}.lock"
+
+
+def lock_output(out: Path, shard: tuple[int, int] | None, log: Callable[[str], None]) -> FolderLock:
+    """Give the output folder to this run: its own lock (a shard's, or the whole folder's),
+    refused while a run without ``--shard`` holds the folder, or, for such a run, while any
+    shard does (their results would mix)."""
+    lock = acquire_lock(out / lock_name(shard), note=log)
+    try:
+        others = [out / lock_name(None)] if shard else sorted(out.glob(".imlscan-batch.shard-*.lock"))
+        for other in others:
+            check_unlocked(other)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def sweep_temporaries(out: Path, own: set[tuple[str, str]] | None = None) -> int:
+    """Remove the temporaries a killed run left under ``out`` (``fsutil.atomic_path``'s hidden
+    ``.NAME.*.part*`` files, the index's included). ``own`` limits it to ``(folder, temp_prefix)``
+    pairs of this run's outputs: a shard must not touch the files other shards are writing.
+
+    Returns:
+        How many files were removed.
+    """
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(out):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        folder = Path(dirpath).relative_to(out).as_posix()
+        for name in filenames:
+            prefix = temporary_prefix(name)
+            if prefix is not None and (own is None or (folder, prefix) in own):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+    return removed
+
+
+@contextlib.contextmanager
+def _output_folder(
+    out: Path,
+    shard: tuple[int, int] | None,
+    selected: list[str],
+    base_of: Callable[[str], str],
+    log: Callable[[str], None],
+) -> Iterator[None]:
+    """Hold the output folder for the run (``lock_output``, released however the run ends),
+    after removing what a killed run left there: every temporary for a run with the whole
+    folder, only its own outputs' for a shard."""
+    lock = lock_output(out, shard, log)
+    try:
+        own = None
+        if shard is not None:
+            own = {(".", temp_prefix(n)) for n in aggregate_names(shard)}
+            for rel in selected:
+                parent, base = Path(rel).parent.as_posix(), base_of(rel)
+                own.update((parent, temp_prefix(base + suffix)) for suffix in OUTPUT_SUFFIXES.values())
+        sweep_temporaries(out, own)
+        yield
+    finally:
+        lock.release()
 
 
 def run_batch(
@@ -268,7 +440,15 @@ def run_batch(
     or failed), and
     ``before_inference()`` once, before the first image that needs the model (never when every
     image is already done: the CLI's cost note waits for it). The results files are written at
-    the end, and also when the run is interrupted (Ctrl-C).
+    the end, and also when the run is interrupted (Ctrl-C; the CLI turns SIGTERM into the same).
+
+    The output folder belongs to this run while it works (a lock file in it, released however
+    the run ends); temporaries of an earlier killed run are removed first; folders that cannot
+    be read are recorded as failures.
+
+    Raises:
+        ImlscanError: another run holds the output folder, or it cannot be written (the path and
+            the OS reason are named).
     """
     from imlscan.scanning.predict import check_threshold
 
@@ -279,16 +459,22 @@ def run_batch(
     if options.batch_size < 1 or options.workers < 0 or options.top < 0:
         raise UsageError("--batch-size must be >= 1, --workers >= 0 and --top >= 0")
     out = Path(options.out_dir)
-    found = find_images(root, options.globs, exclude=out)
-    if not found:
+    found = discover(root, options.globs, exclude=out)
+    if not found.images and not found.unreadable:
         pattern = f" matching {', '.join(options.globs)}" if options.globs else ""
         raise UsageError(f"no images found in {root}{pattern}")
-    selected = select_shard(found, options.shard)
-    summary = BatchSummary(found=len(found), selected=len(selected))
+    unreadable = dict(found.unreadable)
+    selected = select_shard(sorted([*found.images, *unreadable]), options.shard)
+    summary = BatchSummary(found=len(found.images) + len(unreadable), selected=len(selected))
     key = settings_key(predictor, options.threshold)
     kinds = options.kinds()
     records: dict[str, dict[str, Any]] = {}
     log = log or (lambda _msg: None)
+    ensure_folder(out)
+    limit = name_max(out)
+
+    def base_of(rel: str) -> str:
+        return output_base(out, Path(rel).name, limit)
 
     def finish(rel: str, record: dict[str, Any]) -> None:
         records[rel] = record
@@ -307,7 +493,7 @@ def run_batch(
     keypoint_job = predictor.keypoint_job()
 
     def task(rel: str) -> dict[str, Any]:
-        paths = output_paths(out / Path(rel).parent, Path(rel).name, kinds)
+        paths = output_paths(out / Path(rel).parent, base_of(rel), kinds)
         return {
             "path": str(root / rel),
             "json": str(paths["json"]),
@@ -326,51 +512,62 @@ def run_batch(
         if items and announce is not None:
             announce()
             announce = None
-        for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds):
+        for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds, base_of):
             finish(rel, record)
 
-    executor: Any = decoding_pool(options.workers, len(selected))
-    if progress:
-        progress(0, len(selected))
-    window = max(2, 2 * options.workers + options.batch_size)
-    todo = iter(selected)
-    pending: deque[tuple[str, Future]] = deque()
-    batch: list[tuple[str, dict[str, Any]]] = []
-    try:
-        for rel in todo:
-            pending.append((rel, executor.submit(prepare, task(rel))))
-            if len(pending) >= window:
-                break
-        while pending:
-            rel, fut = pending.popleft()
-            nxt = next(todo, None)
-            if nxt is not None:
-                pending.append((nxt, executor.submit(prepare, task(nxt))))
+    with _output_folder(out, options.shard, selected, base_of, log):
+        images = [r for r in selected if r not in unreadable]
+        executor: Any = decoding_pool(options.workers, len(images))
+        if progress:
+            progress(0, len(selected))
+        window = max(2, 2 * options.workers + options.batch_size)
+        todo = iter(images)
+        pending: deque[tuple[str, Future]] = deque()
+        batch: list[tuple[str, dict[str, Any]]] = []
+        try:
+            for rel in selected:
+                if rel in unreadable:
+                    finish(rel, _error_record(rel, root, key, unreadable[rel], None))
+            for rel in todo:
+                pending.append((rel, executor.submit(prepare, task(rel))))
+                if len(pending) >= window:
+                    break
+            while pending:
+                rel, fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, executor.submit(prepare, task(nxt))))
+                try:
+                    res = fut.result()
+                except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OS
+                    res = {
+                        "kind": "error",
+                        "error": f"{root / rel}: decoder process failed ({type(e).__name__}: {e})"[:300],
+                    }
+                if res["kind"] == "skip":
+                    finish(rel, {**res["record"], "relpath": rel, "resumed": True})
+                elif res["kind"] == "error":
+                    finish(rel, _error_record(rel, root, key, res["error"], res.get("sha256")))
+                else:
+                    batch.append((rel, res))
+                    if len(batch) >= options.batch_size:
+                        flush(batch)
+                        batch = []
+            flush(batch)
+            batch = []
+        except BaseException as e:
+            summary.interrupted = True
+            executor.shutdown(wait=False, cancel_futures=True)
             try:
-                res = fut.result()
-            except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OS
-                res = {
-                    "kind": "error",
-                    "error": f"{root / rel}: decoder process failed ({type(e).__name__}: {e})"[:300],
-                }
-            if res["kind"] == "skip":
-                finish(rel, {**res["record"], "relpath": rel, "resumed": True})
-            elif res["kind"] == "error":
-                finish(rel, _error_record(rel, root, key, res["error"], res.get("sha256")))
-            else:
-                batch.append((rel, res))
-                if len(batch) >= options.batch_size:
-                    flush(batch)
-                    batch = []
-        flush(batch)
-        batch = []
-    except BaseException:
-        summary.interrupted = True
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        executor.shutdown(wait=True)
-        _write_aggregates(summary, [records[r] for r in selected if r in records], out, options, predictor)
+                _write_aggregates(summary, [records[r] for r in selected if r in records], out, options, predictor)
+            except (ImlscanError, OSError) as again:  # the first error is the one to report
+                if not isinstance(e, ImlscanError):
+                    log(f"the results files were not written: {getattr(again, 'message', again)}")
+            raise
+        else:
+            _write_aggregates(summary, [records[r] for r in selected if r in records], out, options, predictor)
+        finally:
+            executor.shutdown(wait=True)
     return summary
 
 
@@ -382,6 +579,7 @@ def _infer_and_write(
     out: Path,
     key: str,
     kinds: list[str],
+    base_of: Callable[[str], str],
 ) -> Iterable[tuple[str, dict[str, Any]]]:
     """Run the model on decoded images (one batch; one by one if the batch fails, so a single
     image that breaks inference, e.g. out of memory, fails alone) and write their outputs."""
@@ -428,9 +626,9 @@ def _infer_and_write(
             traces_s=res.get("traces_s", 0.0),
             provenance=res.get("provenance"),
         )
-        folder, name = out / Path(rel).parent, Path(rel).name
-        _clear_previous(folder, name)
+        folder, name = out / Path(rel).parent, base_of(rel)
         try:
+            (folder / f"{name}{OUTPUT_SUFFIXES['json']}").unlink(missing_ok=True)  # a crash now marks it undone
             report = write_outputs(
                 result,
                 folder,
@@ -443,20 +641,11 @@ def _infer_and_write(
                 extra={"relpath": rel, "status": "ok", "settings_key": key},
             )
         except OSError as e:  # disk full, no permission: every next image would fail too
-            raise ImlscanError(f"cannot write to {folder}: {e.strerror or e}") from None
+            raise write_error(e, folder) from None
+        except ImlscanError as e:  # e.g. a non-finite number: this image alone
+            yield rel, _error_record(rel, root, key, f"{root / rel}: {e.message}", decoded.sha256)
+            continue
         yield rel, {**report, "resumed": False}
-
-
-def _clear_previous(folder: Path, name: str) -> None:
-    """Before (re)writing an image: drop its old report (so a crash mid-way marks it undone)
-    and temporaries left by a killed run. Only this image's own file names are touched, so
-    shards sharing the folder never disturb each other."""
-    (folder / f"{name}{OUTPUT_SUFFIXES['json']}").unlink(missing_ok=True)
-    if not folder.is_dir():
-        return
-    for suffix in OUTPUT_SUFFIXES.values():
-        for tmp in folder.glob(f".{globlib.escape(name + suffix)}.*.part*"):
-            tmp.unlink(missing_ok=True)
 
 
 def _error_record(rel: str, root: Path, key: str, error: str, sha256: str | None) -> dict[str, Any]:
@@ -484,15 +673,15 @@ def _write_aggregates(
         out / summary_name,
         out / index_name,
     )
-    atomic_write_text(summary.results_path, "".join(json.dumps(r, default=str) + "\n" for r in records))
+    _write(summary.results_path, "".join(dumps_json(r, default=str) + "\n" for r in records))
     ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: (-float(r["score"]), r["relpath"]))
     failed = [r for r in records if r["status"] != "ok"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for rank, r in enumerate(ok + failed, 1):
-        writer.writerow(_summary_row(rank if r["status"] == "ok" else "", r))
-    atomic_write_text(summary.summary_path, buf.getvalue())
+        writer.writerow({k: csv_cell(v) for k, v in _summary_row(rank if r["status"] == "ok" else "", r).items()})
+    _write(summary.summary_path, buf.getvalue())
     entries = []
     for r in ok[: options.top]:
         folder = Path(r["relpath"]).parent
@@ -504,7 +693,7 @@ def _write_aggregates(
                 "relpath": r["relpath"],
                 "score": float(r["score"]),
                 "mask_fraction": float(r.get("mask_fraction", 0.0)),
-                "thumb": thumb.read_bytes() if thumb is not None and thumb.is_file() else None,
+                "thumb": _read_or_none(thumb),
                 "link": (folder / link).as_posix() if link else None,
                 "tags": provenance_tags(r.get("provenance")),
             }
@@ -519,7 +708,21 @@ def _write_aggregates(
     shard = f" (shard {options.shard[0]}/{options.shard[1]})" if options.shard else ""
     title = f"imlscan batch{shard}: top {len(entries)} of {len(ok)} by score"
     page = render_contact_sheet(entries, title=title, total=len(records), failed=failed, warnings=warnings)
-    atomic_write_text(summary.index_path, page)
+    _write(summary.index_path, page)
+
+
+def _read_or_none(path: Path | None) -> bytes | None:
+    try:
+        return path.read_bytes() if path is not None else None
+    except OSError:  # a missing thumbnail leaves a card without a picture
+        return None
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise write_error(e, path) from None
 
 
 def _summary_row(rank: int | str, r: dict[str, Any]) -> dict[str, Any]:

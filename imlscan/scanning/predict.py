@@ -29,9 +29,10 @@ from imlscan.defaults import (
     TILE_ALIGN,
 )
 from imlscan.device import autocast, cudnn_enabled, resolve_device, resolve_precision
-from imlscan.errors import UsageError
+from imlscan.errors import ImlscanError, UsageError
 from imlscan.models.fuse import fast_forward
 from imlscan.models.sparsevit import SparseViT
+from imlscan.safetext import shown
 from imlscan.scanning.copymove import fuse, matcher_for
 from imlscan.scanning.copymove_keypoints import KeypointJob
 from imlscan.scanning.fusion import FusionRule, fuse_traces
@@ -424,8 +425,10 @@ def build_result(
     """Score, mask, regions and provenance around a probability map (used by scan and batch);
     ``copy_move``, the matcher's own map, says how much of each region the matcher flagged."""
     t0 = time.perf_counter()
-    mask = prob > threshold
     score = image_score(prob)
+    if not math.isfinite(score):  # a NaN anywhere in the map makes the score NaN (np.partition sorts it last)
+        raise _not_finite(decoded, predictor)
+    mask = prob > threshold
     regions, total = find_regions(prob, mask, copy_move=None if copy_move is None else copy_move > threshold)
     info = predictor.weights_info
     model_info = _model_info(info, predictor.model)
@@ -470,6 +473,18 @@ def build_result(
         traces=dict(traces or {}),
         fusion=fusion,
         provenance=provenance,
+    )
+
+
+def _not_finite(decoded: Any, predictor: Predictor) -> ImlscanError:
+    """The last guard: weights that pass every check at load can still overflow to NaN on some
+    input; such a map is never ranked or written, and the error says where it came from."""
+    info = predictor.weights_info
+    weights = (info.path or info.name) if info is not None else "passed without weights_info"
+    photo = shown(getattr(decoded, "path", None) or "the image")
+    return ImlscanError(
+        f"{photo}: the map holds NaN (not a number), so it has no score: computed with the weights {shown(weights)}",
+        hint="check the weights with 'imlscan weights verify'; with --precision bf16/fp16, try fp32",
     )
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from imlscan.fsutil import atomic_write_bytes, atomic_write_text
+from imlscan.fsutil import atomic_write_bytes, atomic_write_text, fit_name, name_max, short_hash
 from imlscan.imageio import encode_jpeg, encode_png, write_mask_png, write_png, write_prob_png
+from imlscan.safetext import dumps_json, href
 from imlscan.scanning.result import REGIONS_DEFINITION, SCORE_DEFINITION, Region, ScanResult
 from imlscan.scanning.trace_views import render_trace, trace_panels_html
 
@@ -131,6 +132,64 @@ OUTPUT_SUFFIXES = {
 }
 
 
+_LONGEST_SUFFIX = max(len(s.encode("utf-8")) for s in OUTPUT_SUFFIXES.values())
+
+
+def output_base(out_dir: str | os.PathLike, name: str, limit: int | None = None) -> str:
+    """The base of an image's output names in ``out_dir``: ``name``, or, when ``name`` plus the
+    longest suffix would pass the file system's limit on a name, ``name`` shortened with a stable
+    hash of it (a 255-byte photo name must not stop a run).
+
+    Arguments:
+        out_dir: the folder the outputs go to.
+        name: the wanted base (``photo`` or ``photo.jpg``).
+        limit: the file system's limit in bytes, if the caller knows it (``fsutil.name_max``).
+
+    Returns:
+        The base to pass to ``output_paths`` and ``write_outputs``.
+    """
+    return fit_name(name, _LONGEST_SUFFIX, limit if limit is not None else name_max(out_dir))
+
+
+def _report_of(json_path: Path, source: str | os.PathLike, sha256: str | None) -> bool | None:
+    """Whether the report at ``json_path`` is one of this input (the same bytes or the same
+    file): None when there is none, False when it is another file's or not an imlscan report."""
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return False
+    inp = record.get("input") if isinstance(record, dict) else None
+    if not isinstance(inp, dict):
+        return False
+    if sha256 and inp.get("sha256") == sha256:
+        return True
+    recorded = inp.get("path")
+    return isinstance(recorded, str) and Path(recorded).resolve() == Path(source).resolve()
+
+
+def claim_name(out_dir: str | os.PathLike, name: str, source: str | os.PathLike, sha256: str | None) -> str:
+    """The output base for the file ``source`` in ``out_dir``, never taking another file's:
+    ``name`` when it is free or its report is of the same input (a re-scan replaces its own
+    report), else ``name-HASH`` with a hash of the absolute source path (stable, so a re-scan of
+    that file finds its report again). Two ``x.jpg`` from two folders keep both reports.
+
+    Arguments:
+        out_dir: the output folder.
+        name: the wanted base (``output_names`` of the CLI).
+        source: the input file.
+        sha256: the input's sha256, if known.
+
+    Returns:
+        The base to pass to ``write_outputs``.
+    """
+    base = output_base(out_dir, name)
+    if _report_of(Path(out_dir) / f"{base}{OUTPUT_SUFFIXES['json']}", source, sha256) is not False:
+        return base
+    return output_base(out_dir, f"{name}-{short_hash(str(Path(source).resolve()), 8)}")
+
+
 def output_paths(out_dir: str | os.PathLike, name: str, kinds: Sequence[str]) -> dict[str, Path]:
     """Where each requested output of the image called ``name`` goes (``json`` always)."""
     kinds = [k for k in OUTPUT_SUFFIXES if k in kinds or k == "json"]
@@ -170,7 +229,7 @@ def write_outputs(
         atomic_write_bytes(paths["thumbnail"], thumbnail_jpeg(picture))
     if html:
         atomic_write_text(paths["html"], render_html(result, report, overlay=picture))
-    atomic_write_text(paths["json"], json.dumps(report, indent=2, default=str) + "\n")
+    atomic_write_text(paths["json"], dumps_json(report, indent=2, default=str) + "\n")
     return report
 
 
@@ -374,7 +433,7 @@ def render_contact_sheet(
     for rank, e in enumerate(entries, 1):
         img = f'<img src="{data_uri(e["thumb"], "image/jpeg")}" alt="">' if e.get("thumb") else "<p>(no picture)</p>"
         if e.get("link"):
-            img = f'<a href="{_e(e["link"])}">{img}</a>'
+            img = f'<a href="{_e(href(e["link"]))}">{img}</a>'
         parts.append(
             f'<div class="card" data-tags="{_e(" ".join(e.get("tags") or []))}">'
             f'{img}<div class="s">#{rank} &middot; {e["score"]:.3f}</div>'

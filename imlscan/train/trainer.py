@@ -369,7 +369,8 @@ class Trainer:
             "n_manipulated": acc.n_manipulated,
         }
         self.val_seconds = time.monotonic() - t0
-        return {k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in out.items()}
+        # A metric that cannot be computed (no authentic photo, a NaN map) is None: JSON null, not NaN.
+        return {k: (round(v, 6) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in out.items()}
 
     def _forward(self, x_uint8: torch.Tensor, model: torch.nn.Module | None = None) -> torch.Tensor:
         x = x_uint8.to(self.device, non_blocking=True).float()

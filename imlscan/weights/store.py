@@ -11,9 +11,11 @@ nothing = the embedded default named in ``weights/DEFAULT``.
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -25,13 +27,23 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from imlscan._version import __version__
-from imlscan.defaults import MODES
 from imlscan.device import resolve_device
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.fsutil import atomic_path
 from imlscan.models.convert import check_state_dict
-from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD, SparseViT, SparseViTConfig
+from imlscan.models.sparsevit import IMAGENET_MEAN, IMAGENET_STD, SparseViT, SparseViTConfig, count_parameters
+from imlscan.safetext import shown
 from imlscan.weights import hub
+from imlscan.weights.settings import (
+    MAX_DEPTH,
+    MAX_PARAMETERS,
+    PREPROCESSING,
+    FieldError,
+    MetadataError,
+    check_metadata,
+    integer,
+    parse_metadata,
+)
 
 # The installed package (imlscan/); in a source checkout, its parent is the checkout's root.
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -53,6 +65,16 @@ OUTPUT_SEMANTICS = {
     "meaning": "per-pixel probability that the pixel belongs to a manipulated region",
 }
 PROVENANCE_FIELDS = ("data", "steps", "date", "imlscan_version", "source_commit")
+# What a field error calls the entry it sits in: "invalid model config in the metadata: field ...".
+SECTIONS = {
+    "config": "model config",
+    "preprocessing": "preprocessing spec",
+    "copy_move": "copy-move settings",
+    "copy_move_keypoints": "keypoint settings",
+    "calibration": "calibration",
+    "fusion": "fusion rule",
+    "provenance": "provenance",
+}
 
 
 @dataclass
@@ -125,7 +147,7 @@ def build_metadata(
     Provenance always has ``data``, ``steps``, ``date``, ``imlscan_version`` and
     ``source_commit`` (``None``/``"unknown"`` when not known); callers add what they know.
     """
-    prep = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+    prep = copy.deepcopy({**DEFAULT_PREPROCESSING, **(preprocessing or {})})  # never an alias of the defaults
     validate_preprocessing(prep, where=name)
     return {
         "format_version": FORMAT_VERSION,
@@ -197,7 +219,9 @@ def rewrite_metadata(src: str | os.PathLike, dst: str | os.PathLike, update: dic
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The imlscan metadata of a weights file, with clear errors for non-weights files."""
+    """The imlscan metadata of a weights file, checked against the schema of
+    ``imlscan.weights.settings`` (types, bounds, lengths) before anything is built from it; clear
+    one-line errors for non-weights files and for every field that breaks its rule."""
     path = Path(path)
     _check_readable(path)
     try:
@@ -211,20 +235,60 @@ def read_metadata(path: str | os.PathLike) -> dict:
             hint="convert an official checkpoint with 'imlscan weights convert'",
         )
     try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError:
+        meta = parse_metadata(raw)
+    except RecursionError:
+        raise ImlscanError(f"{path}: imlscan metadata is nested above the limit of {MAX_DEPTH} levels") from None
+    except FieldError as e:
+        raise _field_error(path, e) from None
+    except MetadataError as e:
+        raise ImlscanError(f"{path}: {e}") from None
+    except ValueError:  # also integers of thousands of digits
         raise ImlscanError(f"{path}: imlscan metadata is not valid JSON") from None
     if not isinstance(meta, dict):
         raise ImlscanError(f"{path}: imlscan metadata is not a JSON object")
-    if meta.get("arch") != "sparsevit":
-        raise ImlscanError(f"{path}: unsupported architecture {meta.get('arch')!r} (imlscan runs 'sparsevit')")
-    version = meta.get("format_version", 1)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ImlscanError(
-            f"{path}: weights format {version!r} is not one this imlscan understands (up to {FORMAT_VERSION})",
-            hint="upgrade imlscan",
-        )
+    arch = meta.get("arch")
+    if arch != "sparsevit":
+        arch = repr(shown(arch[:40])) if isinstance(arch, str) else type(arch).__name__
+        raise ImlscanError(f"{path}: unsupported architecture {arch} (imlscan runs 'sparsevit')")
+    try:
+        version = meta.get("format_version", 1)
+        integer(1)(version, "format_version")
+        if version > FORMAT_VERSION:
+            raise ImlscanError(
+                f"{path}: weights format {version} is not one this imlscan understands (up to {FORMAT_VERSION})",
+                hint="upgrade imlscan",
+            )
+        check_metadata(meta)
+    except FieldError as e:
+        raise _field_error(path, e) from None
     return meta
+
+
+def _field_error(where: str | os.PathLike, e: FieldError) -> ImlscanError:
+    what = f"{SECTIONS[e.section]} in the metadata" if e.section in SECTIONS else "metadata"
+    return ImlscanError(f"{where}: invalid {what}: {e}")
+
+
+def _header_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors as shapes only (on the meta device): read from the header, no data."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _format_error(path, e) from None
+
+
+def _check_finite(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Refuse NaN and infinities: the network would turn them into NaN maps and scores.
+
+    A tensor's sum is finite when all its elements are, and costs no memory; only a non-finite
+    sum (a NaN, an infinity, or huge finite values overflowing) is checked element by element."""
+    for k, t in tensors.items():
+        if t.is_floating_point() and not math.isfinite(t.sum()) and not bool(torch.isfinite(t).all()):
+            raise ImlscanError(
+                f"{path}: tensor {shown(k)} holds NaN or infinite values",
+                hint="the file is damaged or comes from a diverged training run; use other weights",
+            )
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -243,36 +307,38 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def validate_preprocessing(prep: dict, where: str | os.PathLike = "weights") -> dict:
-    """Refuse a preprocessing spec the predictor could not honour exactly."""
-
-    def bad(why: str) -> ImlscanError:
-        return ImlscanError(f"{where}: invalid preprocessing spec in the metadata ({why})")
-
-    if prep.get("mode") not in MODES:
-        raise bad(f"mode {prep.get('mode')!r} is not one of {', '.join(MODES)}")
-    size = prep.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
-        raise bad(f"size {size!r} is not a positive integer")
-    for key in ("mean", "std"):
-        v = prep.get(key)
-        if not isinstance(v, (list, tuple)) or len(v) != 3 or not all(isinstance(x, (int, float)) for x in v):
-            raise bad(f"{key} must be 3 numbers")
-    if any(x <= 0 for x in prep["std"]):
-        raise bad("std must be positive")
+    """Refuse a preprocessing spec the predictor could not honour exactly (the schema's rules)."""
+    try:
+        PREPROCESSING({k: list(v) if isinstance(v, tuple) else v for k, v in prep.items()}, "preprocessing")
+    except FieldError as e:
+        raise _field_error(where, e) from None
     return prep
 
 
 def model_from_file(path: str | os.PathLike) -> tuple[SparseViT, dict]:
-    """Build the architecture described in the file's metadata and load it strictly, after
-    checking the tensors against the checksum recorded when the file was written."""
+    """Build the architecture described in the file's metadata and load it strictly.
+
+    The order is the gate's: metadata against the schema; the architecture built on the meta
+    device (no memory) and its parameter count bounded; the tensors' names and shapes checked
+    from the header alone; only then the data read, checked against the checksum recorded when
+    the file was written and for NaN/infinities, and the model given memory and loaded."""
     path = Path(path)
     meta = read_metadata(path)
     try:
         cfg = SparseViTConfig.from_dict(meta["config"])
-        model = SparseViT(cfg)
+        with torch.device("meta"):
+            model = SparseViT(cfg)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise ImlscanError(f"{path}: invalid model config in metadata ({_short(e)})") from None
-    validate_preprocessing({**DEFAULT_PREPROCESSING, **meta.get("preprocessing", {})}, where=path)
+        raise ImlscanError(f"{path}: invalid model config in the metadata ({_short(e)})") from None
+    n = count_parameters(model)
+    if n > MAX_PARAMETERS:
+        raise _field_error(
+            path, FieldError("config", f"describes {n:,} parameters, above the limit {MAX_PARAMETERS:,}")
+        )
+    try:
+        check_state_dict(model, _header_tensors(path))
+    except ImlscanError as e:
+        raise ImlscanError(f"{path}: {e.message}", hint="the metadata's config does not match the tensors") from None
     raw = _read_tensors(path)
     recorded = meta.get("tensors_sha256")
     if recorded is not None and tensors_sha256(raw) != recorded:
@@ -281,10 +347,8 @@ def model_from_file(path: str | os.PathLike) -> tuple[SparseViT, dict]:
             hint="download or copy the file again",
         )
     sd = {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
-    try:
-        check_state_dict(model, sd)
-    except ImlscanError as e:
-        raise ImlscanError(f"{path}: {e.message}", hint="the metadata's config does not match the tensors") from None
+    _check_finite(path, sd)  # in fp32, as the model holds them: a float64 1e300 is infinite there
+    model = model.to_empty(device="cpu")  # every value is overwritten by the strict load
     model.load_state_dict(sd, strict=True)
     model.variant = meta.get("variant", "custom")
     return model, meta

@@ -349,7 +349,7 @@ def read_png(data: bytes, problems: Problems) -> Parts:
         body = data[pos + 8 : pos + 8 + length]
         name = ctype.decode("latin-1")
         if name != "IDAT" or not chunks or chunks[-1] != "IDAT":
-            chunks.append(name)
+            chunks.append(text_of(name))  # a damaged chunk type may hold control bytes
         if name == "IHDR" and length >= 13:
             w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
             parts.facts.update({"width": w, "height": h, "bit_depth": depth, "colour_type": colour})

@@ -9,7 +9,8 @@ import json
 import re
 import warnings
 
-from hypothesis import HealthCheck, given, settings
+from fuzzseeds import fuzz, hang_guard, mutated, seeds
+from hypothesis import given
 from hypothesis import strategies as st
 from test_provenance import (
     CAMERA_EXIF,
@@ -37,11 +38,11 @@ SEEDS = {
     "xmp": with_segments(jpeg(scene(1, 64, 80)), xmp_segment(HISTORY_XMP)),
     "png": png(scene(1, 40, 50), exif=b"Exif\x00\x00" + exif_segment(CAMERA_IFD0, CAMERA_EXIF, GPS)[10:]),
 }
-FUZZ = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = fuzz(120)
 
 
 def check(data: bytes) -> None:
-    with warnings.catch_warnings():
+    with hang_guard(), warnings.catch_warnings():
         warnings.simplefilter("error")
         p = read_provenance(data, gps=True)
     d = json.loads(json.dumps(p.to_dict(), allow_nan=False))
@@ -102,3 +103,15 @@ def test_any_text_in_every_field(text):
     ifd0 = {**CAMERA_IFD0, 0x0131: safe, 0x013B: safe * 3, 0x010E: safe}
     xmp = HISTORY_XMP.replace("Jane Doe", safe.replace("&", "&amp;").replace("<", "&lt;"))
     check(with_segments(jpeg(scene(1, 32, 40)), exif_segment(ifd0, CAMERA_EXIF), xmp_segment(xmp)))
+
+
+@FUZZ
+@given(data=mutated())
+def test_every_format_damaged(data):
+    """TIFF, WebP, GIF and PNG text chunks too, not only the JPEG and PNG metadata above."""
+    check(data)
+
+
+def test_a_chunk_type_with_a_control_byte():
+    """Found by the test above: a damaged PNG chunk type reached the report's chunk list raw."""
+    check(seeds()["png_text"].replace(b"tEXt", b"tEX\x00", 1))
