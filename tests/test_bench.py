@@ -113,7 +113,18 @@ def test_bench_times_the_copy_move_matcher_as_its_own_stage(tmp_path, rng, tiny_
     assert (
         on["copy_move"]["size"] == 64 and on["seconds"]["copy_move"] > 0 and abs(sum(on["share"].values()) - 1) < 1e-9
     )
-    assert off["copy_move"] is None and "copy_move" not in off["seconds"]
+    assert off["copy_move"] is None and "copy_move" not in off["seconds"] and off["copy_move_seconds"] is None
+    assert set(on["copy_move_seconds"]) == {"dense"} and on["copy_move_seconds"]["dense"] > 0
+    r = runner.invoke(app, ["bench", "--weights", str(cm), "--size", "64", "--folder", str(photos), "--keypoints"])
+    assert r.exit_code == 0, r.output
+    assert "dense" in r.output and "keypoints" in r.output and "s per photo" in r.output
+    r = runner.invoke(
+        app, ["bench", "--weights", str(cm), "--size", "64", "--folder", str(photos), "--keypoints", "--json"]
+    )
+    both = json.loads(r.stdout)
+    split = both["copy_move_seconds"]
+    assert set(split) == {"dense", "keypoints"} and min(split.values()) > 0
+    assert abs(sum(split.values()) - both["seconds"]["copy_move"]) < 1e-9  # the stage, split by detector
     r = runner.invoke(app, ["bench", "--weights", str(cm), "--native", "0.05", "--precision", "fp32", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["copy_move"]["size"] == 64

@@ -461,3 +461,86 @@ def test_env_reports_whether_the_matcher_runs_its_prefilter(monkeypatch):
         assert info["copy_move_bf16_prefilter"] is False and "cpu_native_bf16" in info
     finally:
         cm.bf16_prefilter_ok.cache_clear()
+
+
+def _small_search(seed: int, size: int = 96) -> tuple[torch.Tensor, ...]:
+    """Real descriptors and exclusions of a small photo with a copied block (exact ties between the
+    copy's and the source's keys) and a flat corner (flat queries)."""
+    from imlscan.models.sparsevit import DuplicationCue, neighbour_index
+
+    rgb = _photo(seed, size)
+    rgb[8:40, 8:40] = rgb[50:82, 52:84]
+    rgb[-16:, -16:] = 128
+    x = _normalized(rgb)
+    q, _, gh, gw = DuplicationCue.descriptors(x)
+    keys, _, kh, kw = DuplicationCue.descriptors(x, 2)
+    return q[0], keys[0], neighbour_index(gh, gw, 3, keys=(kh, kw), step=4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_prefiltered_search_is_the_row_search_on_photos_with_copies_flat_parts_and_small_runs(monkeypatch, seed):
+    """Runs of 16 keys, blocks of 48 and chunks of 8 queries, so that every run, block and chunk
+    edge, the bands of excluded keys and the re-check of runs that only one or two queries doubt
+    (padded to ``MIN_ROWS``) are crossed many times: values and first indices as the row search."""
+    import imlscan.scanning.copymove as cm
+
+    monkeypatch.setattr(cm, "CPU_QUERY_CHUNK", 8)
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 48)
+    monkeypatch.setattr(cm, "RECHECK_KEYS", 16)
+    q, keys, near = _small_search(seed)
+    rows = cm._best_in_rows(q, keys, near)
+    runs = cm._bf16_maxima(q, keys, near)
+    margin = 2 * cm.PREFILTER_SLACK * cm._bf16_bound(q, keys)
+    doubt = runs >= (runs.amax(1) - margin)[:, None]
+    assert doubt.float().mean() < cm.PREFILTER_GIVE_UP  # the re-check, not the plain search, runs
+    assert ((doubt.sum(0) > 0) & (doubt.sum(0) < cm.MIN_ROWS)).any()  # runs that few queries doubt
+    for search in (cm._best_in_blocks, cm._best_prefiltered):
+        v, i = search(q, keys, near)
+        assert torch.equal(v, rows[0]) and torch.equal(i, rows[1])
+
+
+def test_the_bf16_maxima_bound_each_run_from_above_negative_runs_included(monkeypatch):
+    """The int16 reading of bf16 maxima: a run whose similarities are all negative reads 0, any
+    other its exact bf16 maximum, with the excluded keys at -1."""
+    import imlscan.scanning.copymove as cm
+
+    monkeypatch.setattr(cm, "CPU_KEY_CHUNK", 8)
+    monkeypatch.setattr(cm, "RECHECK_KEYS", 4)
+    g = torch.Generator().manual_seed(5)
+    q = F.normalize(torch.randn(3, 16, generator=g), dim=1)
+    keys = F.normalize(torch.randn(30, 16, generator=g), dim=1)
+    keys[4:8] = -q[0]  # a run the first query is anti-correlated with, throughout
+    near = torch.tensor([[0, 1], [29, 29], [12, 9]])
+    got = cm._bf16_maxima(q, keys, near)
+    sim = q.bfloat16() @ keys.bfloat16().T
+    sim.scatter_(1, near, -1.0)
+    want = F.pad(sim.float(), (0, 2), value=-2.0).view(3, -1, 4).amax(2).clamp_min(0.0)
+    assert got.shape == (3, 8) and torch.equal(got, want)
+    assert got[0, 1] == 0.0
+
+
+def test_the_recheck_excludes_a_run_maximum_that_is_an_excluded_key(monkeypatch):
+    """The re-check applies exclusions only where they change a row: where the run's first maximum
+    is an excluded key (the query's own neighbourhood), or where everything left is below -1."""
+    import imlscan.scanning.copymove as cm
+
+    monkeypatch.setattr(cm, "RECHECK_KEYS", 64)
+    g = torch.Generator().manual_seed(6)
+    keys = torch.randint(1, 3, (40, 8), generator=g).float()  # products with the first query below 72
+    keys[[5, 6, 33]] = 3.0  # the first query itself, twice excluded, then allowed
+    q = torch.stack([torch.full((8,), 3.0), -torch.ones(8)])  # the second: every product below -1
+    near = torch.tensor([[5, 6, 7], [9, 2, 9]])
+    v, i = cm._recheck(q, keys, near, torch.ones(2, 1, dtype=torch.bool))
+    rows = cm._best_in_rows(q, keys, near)
+    assert torch.equal(v, rows[0]) and torch.equal(i, rows[1])
+    assert (float(v[0]), int(i[0])) == (72.0, 33)
+    assert (float(v[1]), int(i[1])) == (-1.0, 2)  # the excluded keys' -1 wins, the first of them
+
+
+def test_the_neighbour_index_is_kept_per_grid_and_equals_a_fresh_one():
+    import imlscan.scanning.copymove as cm
+    from imlscan.models.sparsevit import neighbour_index
+
+    a = cm._cpu_neighbours(8, 8, 3, 29, 29, 4)
+    assert a is cm._cpu_neighbours(8, 8, 3, 29, 29, 4)
+    assert torch.equal(a, neighbour_index(8, 8, 3, keys=(29, 29), step=4))

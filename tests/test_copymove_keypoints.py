@@ -362,24 +362,53 @@ def _ratio_matches_by_brute_force(kp, desc, kp2, desc2, ratio, min_shift):
     return kp[keep], kp2[order[keep, 0]]
 
 
-def test_the_blocked_shortlist_search_finds_what_the_full_search_finds():
-    """Clusters of ten near-identical descriptors within ``min_shift`` fill every shortlist with
-    excluded neighbours, so only the full-search fallback finds each cluster's one far copy."""
+def _sift_like(rng: np.random.Generator, rows: np.ndarray) -> np.ndarray:
+    """Descriptors as SIFT gives them: whole numbers from 0 to 255, as float32."""
+    return np.clip(np.round(rows), 0, 255).astype(np.float32)
+
+
+def test_the_blocked_search_finds_what_the_full_search_finds():
+    """Clusters of ten near-identical descriptors within ``min_shift`` make every nearest
+    descriptor a too-close one, several times over, so only repeated minima find each cluster's
+    one far copy; ties at the nearest (exact duplicates far apart) must fail the ratio test; the
+    search of the image against itself skips each keypoint itself."""
     rng = np.random.default_rng(3)
     centres = np.stack([np.arange(40) % 8 * 60 + 20, np.arange(40) // 8 * 90 + 20], 1).astype(np.float32)
-    base = rng.uniform(0, 100, (40, 128)).astype(np.float32)
+    base = rng.uniform(0, 100, (40, 128))
     kp = np.concatenate([c + rng.uniform(-5, 5, (10, 2)) for c in centres]).astype(np.float32)
-    desc = np.repeat(base, 10, axis=0) + rng.normal(0, 0.1, (400, 128)).astype(np.float32)
+    desc = _sift_like(rng, np.repeat(base, 10, axis=0) + rng.normal(0, 0.6, (400, 128)))
     copies = centres[:6] + np.float32([30, 45])  # far from every cluster
-    kp = np.concatenate([kp, copies]).astype(np.float32)
-    desc = np.concatenate([desc, base[:6] + rng.normal(0, 1.0, (6, 128)).astype(np.float32)])
+    twins = centres[6:9] + np.float32([30, 45])  # two exact duplicates, and a probe near both
+    twin = rng.uniform(100, 200, 128)
+    kp = np.concatenate([kp, copies, twins]).astype(np.float32)
+    desc = np.concatenate(
+        [desc, _sift_like(rng, base[:6] + rng.normal(0, 1.0, (6, 128))), _sift_like(rng, [twin, twin, twin + 3])]
+    )
     kp2, desc2 = kp[::-1].copy() + np.float32(0.25), desc[::-1].copy()
     for b, db in ((kp, desc), (kp2, desc2)):
         got = _ratio_matches(kp, desc, b, db, 0.6, 24.0)
         want = _ratio_matches_by_brute_force(kp, desc, b, db, 0.6, 24.0)
         assert len(want[0]) >= 60  # each of six clusters with its copy, both ways
+        assert not any((p == kp[-1]).all() for p in want[0])  # the probe's two nearest tie: no match
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_a_search_with_at_most_one_far_descriptor_keeps_the_matches_of_the_full_search():
+    """Where every other keypoint is within ``min_shift`` but one, the next nearest is infinitely
+    far and the ratio test passes; where none is far enough, nothing is matched."""
+    rng = np.random.default_rng(4)
+    kp = np.float32([[10, 10], [15, 12], [12, 18], [200, 200]])
+    desc = _sift_like(rng, rng.uniform(0, 200, (4, 128)))
+    for min_shift in (24.0, 400.0):
+        got = _ratio_matches(kp, desc, kp, desc, 0.6, min_shift)
+        want = _ratio_matches_by_brute_force(kp, desc, kp, desc, 0.6, min_shift)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    a, b = _ratio_matches(kp, desc, kp, desc, 0.6, 24.0)
+    np.testing.assert_array_equal(a[:3], kp[:3])  # the three close ones: one far keypoint each
+    assert (b[:3] == kp[3]).all()
+    assert len(_ratio_matches(kp, desc, kp, desc, 0.6, 400.0)[0]) == 0
 
 
 def test_the_keypoint_detector_goes_to_the_workers_on_a_gpu_only_unless_told(tiny_weights, tmp_path):

@@ -252,7 +252,7 @@ def test_a_time_budget_sizes_the_schedule_once_the_window_is_done(tmp_path, one_
 
     monkeypatch.setattr(train_mod, "SIZING_STEPS", (1, 3))
     monkeypatch.setattr(train_mod, "SIZING_WINDOW", (0.0, 0.0))
-    summary = train(_cfg(tmp_path, "sized", [str(one_pair)], max_minutes=0.06, val=["none"], augment=False))
+    summary = train(_cfg(tmp_path, "sized", [str(one_pair)], max_minutes=0.12, val=["none"], augment=False))
     log = (tmp_path / "sized" / "train.log").read_text()
     assert "schedule:" in log and summary["steps"] >= 3, log
     ckpt = torch.load(tmp_path / "sized" / "last.pt", weights_only=True)

@@ -129,6 +129,9 @@ def bench(
             )
             for k, v in res["seconds"].items():
                 err_console.print(f"  {k:12s} {v:8.2f} s  {100 * res['share'][k]:5.1f}%")
+                if k == "copy_move":
+                    for d, dv in res["copy_move_seconds"].items():
+                        err_console.print(f"    {d:10s} {dv:8.2f} s  {dv / res['images']:.3f} s per photo")
             if res["traces_s_per_megapixel"] is not None:
                 err_console.print(f"  traces together: {res['traces_s_per_megapixel']:.3f} s per megapixel")
         return
@@ -161,7 +164,7 @@ def bench(
             f"{r['images_per_s']:.2f}",
             f"{r['latency_p50_ms']:.1f}",
             f"{r['latency_p95_ms']:.1f}",
-            f"{r['peak_memory_mb']:.0f}",
+            "n/a" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}",
             f"{r['tflops']:.3f}",
             "" if r["speedup_vs_plain_fp32"] is None else f"{r['speedup_vs_plain_fp32']:.2f}x",
         )

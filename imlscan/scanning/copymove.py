@@ -43,6 +43,8 @@ from imlscan.weights.settings import MetadataSettings
 CELL = 8
 QUERY_CHUNK = 512  # query cells per similarity block: 512 x 64,009 fp32 keys = 125 MiB at 512 px
 CPU_QUERY_CHUNK, CPU_KEY_CHUNK = 256, 2048  # a 2 MiB block on a CPU (see _best_in_blocks)
+RECHECK_KEYS = 512  # keys per run that the bf16 pass keeps a maximum of and the fp32 pass may search again
+MIN_ROWS = 8  # fewest queries in one fp32 product of the re-check (see _recheck)
 FAR = 1 << 20  # offset given to cells outside the grid, so they never agree
 BF16_ROUNDOFF = 2.0**-8  # bf16 keeps 8 significant bits
 PREFILTER_SLACK = 1.5  # on the bound: fp32 accumulation, and a result rounded toward zero (2u, not u)
@@ -123,10 +125,11 @@ class CopyMoveMatcher:
         q, _, gh, gw = DuplicationCue.descriptors(x)
         keys, _, kh, kw = DuplicationCue.descriptors(x, cfg.key_stride)
         step = CELL // cfg.key_stride
-        near = neighbour_index(gh, gw, cfg.exclude, x.device, keys=(kh, kw), step=step)
         if x.device.type != "cpu":
+            near = neighbour_index(gh, gw, cfg.exclude, x.device, keys=(kh, kw), step=step)
             search = _best_in_rows
         else:
+            near = _cpu_neighbours(gh, gw, cfg.exclude, kh, kw, step)
             search = _best_prefiltered if bf16_prefilter_ok() else _best_in_blocks
         v, i = search(q[0], keys[0], near)
         cells = torch.arange(gh * gw, device=x.device)
@@ -151,6 +154,13 @@ class CopyMoveMatcher:
         return np.clip((e - t) / (1.0 - t), 0.0, 1.0)
 
 
+@functools.lru_cache(maxsize=4)
+def _cpu_neighbours(gh: int, gw: int, exclude: int, kh: int, kw: int, step: int) -> torch.Tensor:
+    """``neighbour_index`` on the CPU, kept per grid (the same for every photo of a size; it was
+    about a tenth of the search's time). Read only."""
+    return neighbour_index(gh, gw, exclude, "cpu", keys=(kh, kw), step=step)
+
+
 def _best_in_rows(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's best similarity among the keys not in its ``near`` row, and that key's index
     (the first one on ties), computed ``QUERY_CHUNK`` whole rows at a time: few large products,
@@ -169,25 +179,56 @@ def _best_in_blocks(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> 
     """The same as ``_best_in_rows``, value for value and index for index, over cache-sized
     blocks of ``CPU_QUERY_CHUNK`` queries by ``CPU_KEY_CHUNK`` keys. Why: on a CPU the whole
     rows (125 MiB per chunk at 512 px) make the search memory-bound; blocks that stay in cache
-    halve its time. Ties keep the first index: ``max`` returns the first within a block and a
+    halve its time. Ties keep the first index: ``argmax`` returns the first within a block and a
     later block replaces the best only when strictly better. A chunk's excluded keys are its own
     rows' neighbours, a narrow band of key indices, so only the few blocks that meet the band are
-    searched for them (checking every block made the whole search about 10% slower)."""
-    values, index = [], []
-    for s in range(0, q.shape[0], CPU_QUERY_CHUNK):
+    searched for them."""
+    n = q.shape[0]
+    best = torch.full((n,), -float("inf"), device=q.device)
+    arg = torch.zeros(n, dtype=torch.int64, device=q.device)
+    for s in range(0, n, CPU_QUERY_CHUNK):
         qs, ns = q[s : s + CPU_QUERY_CHUNK], near[s : s + CPU_QUERY_CHUNK]
-        band = (int(ns.min()), int(ns.max()))
-        best = torch.full((len(qs),), -float("inf"), device=q.device)
-        arg = torch.zeros(len(qs), dtype=torch.int64, device=q.device)
+        lo, hi = int(ns.min()), int(ns.max())
+        rows = torch.arange(s, s + len(qs), device=q.device)
         for t in range(0, keys.shape[0], CPU_KEY_CHUNK):
-            sim = qs @ keys[t : t + CPU_KEY_CHUNK].T
-            _exclude(sim, ns, t, band)
-            v, i = sim.max(-1)
-            better = v > best
-            best, arg = torch.where(better, v, best), torch.where(better, i + t, arg)
-        values.append(best)
-        index.append(arg)
-    return torch.cat(values), torch.cat(index)
+            block = keys[t : t + CPU_KEY_CHUNK]
+            sim = _product(qs, block)
+            if lo < t + len(block) and hi >= t:
+                _exclude(sim, ns, t)
+            _keep_better(sim, t, rows, best, arg)
+    return best, arg
+
+
+def _keep_better(sim: torch.Tensor, start: int, rows: torch.Tensor, best: torch.Tensor, arg: torch.Tensor) -> None:
+    """Where a row of ``sim`` (keys from ``start``, for queries ``rows``) beats ``best``, take its
+    maximum and the first key that reaches it. Why ``amax`` first: the index is needed only where
+    a block improves on the best so far, and ``max`` with indices was 4 to 10 times slower than
+    ``amax`` over a whole block."""
+    v = sim.amax(1)
+    better = (v > best[rows]).nonzero().flatten()
+    if len(better):
+        where = rows[better]
+        best[where] = v[better]
+        arg[where] = sim[better].argmax(1) + start
+
+
+def _product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T`` in a buffer one element longer than the result, the slot ``_exclude`` sends
+    keys outside the block to (so that no mask has to be gathered)."""
+    out = torch.empty(len(a) * len(b) + 1, dtype=a.dtype, device=a.device)
+    sim = out[:-1].view(len(a), len(b))
+    torch.mm(a, b.T, out=sim)
+    return sim
+
+
+def _exclude(sim: torch.Tensor, near: torch.Tensor, start: int) -> None:
+    """Set ``sim``'s entries for the excluded keys (``near``, by key index; ``sim``'s columns
+    start at key ``start``; ``sim`` from ``_product``) to -1, as the row search does."""
+    n, w = sim.shape
+    cols = near - start
+    pos = cols + torch.arange(0, n * w, w, device=sim.device)[:, None]
+    pos.masked_fill_((cols < 0) | (cols >= w), n * w)
+    torch.as_strided(sim, (n * w + 1,), (1,)).index_fill_(0, pos.flatten(), -1.0)
 
 
 def _bf16_bound(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -196,76 +237,118 @@ def _bf16_bound(q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     which moves a dot product by at most ``(2u + u^2) |q| |k|``, and the result rounds by ``u``
     of itself (at most ``|q| |k|``)."""
     u = BF16_ROUNDOFF
-    return (3 * u + u * u) * q.norm(dim=1) * keys.norm(dim=1).max()
+    return (3 * u + u * u) * q.norm(dim=1) * keys.square().sum(1).amax().sqrt()
 
 
 def _best_prefiltered(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same as ``_best_in_blocks``, value for value and index for index, in about 60% of its
+    """The same as ``_best_in_blocks``, value for value and index for index, in a fraction of its
     time on CPUs with native bf16. Why: the fp32 products were most of a CPU scan's time. A bf16
-    pass over the same blocks finds each query's best block maximum. Only the blocks whose bf16
-    maximum comes within twice the error bound (``_bf16_bound``; ``PREFILTER_SLACK`` to spare) of
-    that best can hold the fp32 best match, and only those are searched again in fp32, in the same
-    blocks and order as ``_best_in_blocks`` (so ties still keep the first index). Flat patches
-    (descriptors of almost no length, whose similarities are all alike) skip the bf16 pass and are
-    searched in full; where most of the work would be searched in full anyway, the plain search
-    runs instead."""
-    n, n_keys = q.shape[0], keys.shape[0]
-    starts = list(range(0, n_keys, CPU_KEY_CHUNK))
+    pass finds each query's best in every run of ``RECHECK_KEYS`` keys (``_bf16_maxima``). Only
+    the runs whose bf16 maximum comes within twice the error bound (``_bf16_bound``;
+    ``PREFILTER_SLACK`` to spare) of the best run can hold the fp32 best match or a key tied with
+    it, and only those are searched again in fp32 (``_recheck``), in key order (so ties still keep
+    the first index). Flat patches (descriptors of almost no length, whose similarities are all
+    alike) skip the bf16 pass and are searched in full; where most of the work would be searched in
+    full anyway, the plain search runs instead."""
     flat = q.norm(dim=1) < FLAT_DESCRIPTOR
     if flat.float().mean() > PREFILTER_GIVE_UP:
         return _best_in_blocks(q, keys, near)
     live = (~flat).nonzero().flatten()
-    qb, kb = q[live].to(torch.bfloat16), keys.to(torch.bfloat16)
-    block_max = torch.empty(len(live), len(starts))
-    for s in range(0, len(live), CPU_QUERY_CHUNK):
-        qs, ns = qb[s : s + CPU_QUERY_CHUNK], near[live[s : s + CPU_QUERY_CHUNK]]
-        band = (int(ns.min()), int(ns.max()))
-        for j, t in enumerate(starts):
-            sim = qs @ kb[t : t + CPU_KEY_CHUNK].T
-            _exclude(sim, ns, t, band)
-            block_max[s : s + CPU_QUERY_CHUNK, j] = sim.amax(-1).float()
+    runs = _bf16_maxima(q[live], keys, near[live])
     margin = 2 * PREFILTER_SLACK * _bf16_bound(q[live], keys)
-    doubt = torch.ones(n, len(starts), dtype=torch.bool)
-    doubt[live] = block_max >= (block_max.amax(1) - margin)[:, None]
+    doubt = torch.ones(q.shape[0], runs.shape[1], dtype=torch.bool, device=q.device)
+    doubt[live] = runs >= (runs.amax(1) - margin)[:, None]
     if doubt.float().mean() > PREFILTER_GIVE_UP:
         return _best_in_blocks(q, keys, near)
+    return _recheck(q, keys, near, doubt)
+
+
+def _bf16_maxima(q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor) -> torch.Tensor:
+    """Per query, an upper bound on the bf16 similarity's maximum over each run of
+    ``RECHECK_KEYS`` keys, excluded keys at -1: the maximum itself, or 0 where it is negative.
+    Why as int16: a bf16 number's bits, read as an int16, order non-negative numbers as the numbers
+    do (negative ones all fall below them), and an int16 maximum ran about 50 times faster than a
+    bf16 one. Each chunk's excluded keys are searched in one product over their band."""
+    qb, kb = q.to(torch.bfloat16), keys.to(torch.bfloat16)
+    n_keys, run = keys.shape[0], RECHECK_KEYS
+    step = max(1, CPU_KEY_CHUNK // run) * run
+    out = torch.empty(len(q), -(-n_keys // run), dtype=torch.int16, device=q.device)
+    for s in range(0, len(q), CPU_QUERY_CHUNK):
+        qs, ns = qb[s : s + CPU_QUERY_CHUNK], near[s : s + CPU_QUERY_CHUNK]
+        lo, hi = int(ns.min()) // run * run, min(-(-(int(ns.max()) + 1) // run) * run, n_keys)
+        spans = [(t, min(t + step, lo)) for t in range(0, lo, step)] + [(lo, hi)]
+        spans += [(t, min(t + step, n_keys)) for t in range(hi, n_keys, step)]
+        for t, e in spans:
+            sim = _product(qs, kb[t:e])
+            if t == lo:
+                _exclude(sim, ns, t)
+            bits, full = sim.view(torch.int16), (e - t) // run * run
+            j = t // run
+            if full:
+                out[s : s + len(qs), j : j + full // run] = bits[:, :full].view(len(qs), -1, run).amax(2)
+            if full < e - t:
+                out[s : s + len(qs), j + full // run] = bits[:, full:].amax(1)
+    return out.clamp_min_(0).view(torch.bfloat16).float()
+
+
+def _recheck(
+    q: torch.Tensor, keys: torch.Tensor, near: torch.Tensor, doubt: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fp32 search over the runs of keys ``doubt`` marks per query, in key order. At least
+    ``MIN_ROWS`` queries go into each product (repeated ones fill up): fewer take another BLAS path
+    whose fp32 sums round differently from the blocks' (measured: 1 or 2 rows), and the results
+    must equal ``_best_in_blocks``' bit for bit."""
+    n, n_keys, run = q.shape[0], keys.shape[0], RECHECK_KEYS
     best = torch.full((n,), -float("inf"), device=q.device)
     arg = torch.zeros(n, dtype=torch.int64, device=q.device)
-    for j, t in enumerate(starts):
+    lo, hi = near.amin(1), near.amax(1)
+    for j in range(doubt.shape[1]):
         rows = doubt[:, j].nonzero().flatten()
-        if len(rows) == 0:
+        if not len(rows):
             continue
-        sim = q[rows] @ keys[t : t + CPU_KEY_CHUNK].T
-        _exclude(sim, near[rows], t)
-        v, i = sim.max(-1)
-        better = v > best[rows]
-        best[rows] = torch.where(better, v, best[rows])
-        arg[rows] = torch.where(better, i + t, arg[rows])
+        t, e = j * run, min(j * run + run, n_keys)
+        padded = rows if len(rows) >= MIN_ROWS else torch.cat([rows, rows[:1].expand(MIN_ROWS - len(rows))])
+        sim = _product(q[padded], keys[t:e])[: len(rows)]
+        inside = ((lo[rows] < e) & (hi[rows] >= t)).nonzero().flatten()
+        if len(inside):
+            si = sim[inside]
+            first = si.argmax(1, keepdim=True)
+            hit = (near[rows[inside]] == first + t).any(1) | (si.gather(1, first)[:, 0] <= -1.0)
+            fix = inside[hit]
+            if len(fix):
+                sim[fix] = _excluded_rows(sim[fix], near[rows[fix]], t)
+        _keep_better(sim, t, rows, best, arg)
     return best, arg
 
 
-def _exclude(sim: torch.Tensor, near: torch.Tensor, start: int, band: tuple[int, int] | None = None) -> None:
-    """Set ``sim``'s entries for the excluded keys (``near``, by key index; ``sim``'s columns
-    start at key ``start``) to -1, as the row search does. ``band`` (the smallest and largest
-    excluded index) skips blocks that hold none."""
-    lo, hi = band if band is not None else (int(near.min()), int(near.max()))
-    if lo < start + sim.shape[1] and hi >= start:
-        rows, cols = ((near >= start) & (near < start + sim.shape[1])).nonzero(as_tuple=True)
-        sim[rows, near[rows, cols] - start] = -1.0
+def _excluded_rows(sim: torch.Tensor, near: torch.Tensor, start: int) -> torch.Tensor:
+    """A copy of ``sim`` (not from ``_product``) with its excluded keys at -1. Why only for some
+    rows: excluding changes a row's maximum and its first index only where that first index is an
+    excluded key, or where the maximum is at most the -1 given to excluded keys."""
+    out = torch.empty(sim.numel() + 1, dtype=sim.dtype, device=sim.device)
+    rows = out[:-1].view(sim.shape)
+    rows.copy_(sim)
+    _exclude(rows, near, start)
+    return rows
 
 
 @functools.cache
 def bf16_prefilter_ok() -> bool:
     """Whether ``_best_prefiltered`` may replace the plain CPU search: only where bf16 is native
-    (elsewhere it is emulated and slower) and where this torch's bf16 products stay within the
-    bound the prefilter relies on (checked once, on random unit vectors, against fp32)."""
+    (elsewhere it is emulated and slower), where this torch's bf16 products stay within the
+    bound the prefilter relies on, and where an fp32 product of ``MIN_ROWS`` gathered queries by a
+    run of keys gives the block product's numbers bit for bit (both checked once, on random unit
+    vectors)."""
     if not cpu_has_native_bf16():
         return False
     g = torch.Generator().manual_seed(0)
-    q = F.normalize(torch.randn(256, 64, generator=g), dim=1)
-    k = F.normalize(torch.randn(2048, 64, generator=g), dim=1)
-    err = ((q.to(torch.bfloat16) @ k.to(torch.bfloat16).T).float() - q @ k.T).abs().amax(1)
-    return bool((err <= _bf16_bound(q, k)).all())
+    q = F.normalize(torch.randn(CPU_QUERY_CHUNK, 64, generator=g), dim=1)
+    k = F.normalize(torch.randn(CPU_KEY_CHUNK, 64, generator=g), dim=1)
+    exact = q @ k.T
+    err = ((q.to(torch.bfloat16) @ k.to(torch.bfloat16).T).float() - exact).abs().amax(1)
+    rows, t = torch.randperm(len(q), generator=g)[:MIN_ROWS], len(k) // 2
+    same = torch.equal(q[rows] @ k[t : t + RECHECK_KEYS].T, exact[rows, t : t + RECHECK_KEYS])
+    return bool((err <= _bf16_bound(q, k)).all()) and same
 
 
 def agreement_evidence(zncc: torch.Tensor, offsets: torch.Tensor, radius: int, tolerance: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ a weights file were selected under the calibration's limit on authentic pixels.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,7 +47,6 @@ FLAT_STD = 2.0  # grey-level standard deviation below which a window is too flat
 FLOOR = 0.51  # a flagged pixel's lowest value: above the default threshold of 0.5
 RANSAC_ITERS = 2000
 MATCH_BLOCK = 256  # keypoints per block of the descriptor search
-SHORTLIST = 8  # nearest descriptors per keypoint checked for distance before a full search
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,7 @@ class KeypointMatcher:
         kp, desc = self._sift.detectAndCompute(gray, None)
         if desc is None or not kp:
             return np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32)
-        return np.array([k.pt for k in kp], np.float32).reshape(-1, 2), desc
+        return cv2.KeyPoint_convert(kp).reshape(-1, 2), desc
 
 
 @dataclass(frozen=True)
@@ -277,12 +277,13 @@ def _ratio_matches(
     """Pairs (kp[i], kp2[j]) where j is the nearest descriptor at least ``min_shift`` away and
     clearly nearer than the next such one (the ratio test).
 
-    Why in row blocks, with the distance test on a few candidates: the full search builds
-    several N x M matrices (N, M: a few thousand keypoints) and was 60% of the detector's time.
-    Each block of rows keeps its distances in cache, and the ``min_shift`` exclusion is applied
-    to each row's ``SHORTLIST`` nearest descriptors only; a row whose shortlist holds fewer than
-    two far enough is searched in full. Either way the two nearest far descriptors are the full
-    search's, so the matches are too (ties at the nearest fail the ratio test whichever wins)."""
+    Why this way: the search was most of the detector's time after SIFT. SIFT descriptors are whole
+    numbers below 256, so every squared distance, however its sums are ordered, is exact in fp32:
+    each block of ``MATCH_BLOCK`` rows is one product with the squared lengths added in place. A
+    row's nearest and second nearest come from two minima; where a minimum lies within
+    ``min_shift`` (a keypoint itself, or its neighbour), it is set to infinity and that row's
+    minimum taken again. Ties at the nearest fail the ratio test whichever of them is taken, so
+    the matches are those of the full search."""
     empty = np.zeros((0, 2), np.float32)
     if len(kp) < 1 or len(kp2) < 2:
         return empty, empty
@@ -290,33 +291,40 @@ def _ratio_matches(
     p, p2 = torch.from_numpy(kp), torch.from_numpy(kp2)
     aa, bb, bt = (a * a).sum(1, keepdim=True), (b * b).sum(1), b.T.contiguous()
     reach = max(min_shift, 1.0)
-    k = min(SHORTLIST, len(kp2))
     best = torch.empty(len(kp), 2)
     nearest = torch.empty(len(kp), dtype=torch.long)
-
-    def sq_dists(rows: torch.Tensor | slice) -> torch.Tensor:
-        d2 = aa[rows] + bb
-        return d2.sub_(2.0 * (a[rows] @ bt)).clamp_min_(0)
-
-    def too_close(rows: torch.Tensor | slice, cols: torch.Tensor) -> torch.Tensor:
-        return ((p2[cols] - p[rows, None]) ** 2).sum(-1).sqrt() < reach
-
     for s in range(0, len(kp), MATCH_BLOCK):
-        rows = slice(s, s + MATCH_BLOCK)
-        v, j = sq_dists(rows).topk(k, dim=1, largest=False)
-        close = too_close(rows, j)
-        first_far = torch.argsort(close.to(torch.int8), dim=1, stable=True)[:, :2]  # keeps the distance order
-        v = v.masked_fill(close, float("inf")).gather(1, first_far)
-        j = j.gather(1, first_far)
-        short = torch.nonzero(torch.isinf(v[:, 1]))[:, 0]
-        if len(short):
-            full = sq_dists(short + s)
-            full.masked_fill_(too_close(short + s, torch.arange(len(kp2))[None]), float("inf"))
-            v[short], j[short] = full.topk(2, dim=1, largest=False)
-        best[rows], nearest[rows] = v, j[:, 0]
+        d2 = torch.addmm(bb, a[s : s + MATCH_BLOCK], bt, alpha=-2.0).add_(aa[s : s + MATCH_BLOCK]).clamp_min_(0)
+        rows = torch.arange(len(d2))
+        if kp2 is kp:
+            d2[rows, rows + s] = float("inf")  # each keypoint itself
+        for k in range(2):
+            v, j = _nearest_far(d2, p[s : s + MATCH_BLOCK], p2, reach)
+            best[s : s + MATCH_BLOCK, k] = v
+            if k == 0:
+                nearest[s : s + MATCH_BLOCK] = j
+                d2[rows, j] = float("inf")
     dist = best.sqrt()
     keep = (dist[:, 0] < ratio * dist[:, 1]).numpy()
     return kp[keep], kp2[nearest.numpy()[keep]]
+
+
+def _nearest_far(
+    d2: torch.Tensor, p: torch.Tensor, p2: torch.Tensor, reach: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's smallest ``d2`` among the columns at least ``reach`` away (``p`` the rows'
+    points, ``p2`` the columns'), and its column; columns found too close are set to infinity in
+    ``d2``. Few rows need a second try, and fewer a third."""
+    v, j = d2.min(1)
+    todo = torch.arange(len(d2))
+    while len(todo):
+        close = ((p2[j[todo]] - p[todo]) ** 2).sum(-1).sqrt() < reach
+        todo = todo[close & torch.isfinite(v[todo])]
+        if not len(todo):
+            break
+        d2[todo, j[todo]] = float("inf")
+        v[todo], j[todo] = d2[todo].min(1)
+    return v, j
 
 
 def ransac_affine(
@@ -393,10 +401,19 @@ def _pair_keys(p: np.ndarray, q: np.ndarray) -> list[tuple[float, ...]]:
 def _far(m: np.ndarray, h: int, w: int, min_shift: float) -> np.ndarray:
     """Pixels that the transform ``m`` (as warpAffine applies it) moves by at least ``min_shift``."""
     inv = cv2.invertAffineTransform(m)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys, xs = _grid(h, w)
     sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
     sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
     return np.hypot(sx - xs, sy - ys) >= min_shift
+
+
+@functools.lru_cache(maxsize=4)
+def _grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pixel's row and column as float32 (read only), kept per size: building them was a
+    fifth of ``_far``'s time, twice per transform."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    ys.flags.writeable = xs.flags.writeable = False
+    return ys, xs
 
 
 def local_zncc(a: np.ndarray, b: np.ndarray, window: int) -> np.ndarray:

@@ -134,7 +134,7 @@ def validate(form: str) -> None:
     print(f"form {form} terms (adq, grid, ghost, noise as bias, weight): {np.round(beta, 3)}")
     import glob
 
-    for name in ("hv", "ps", "noso"):
+    for name in ("hv", "ps", "noso", "sv"):
         if not glob.glob(f"{CACHE}/{name}*.npz"):
             continue  # history val is scored by `imlscan eval` on the fused file instead
         d = load(name)
