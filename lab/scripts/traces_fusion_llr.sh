@@ -6,9 +6,9 @@
 # fixed before any number below: history-val F1 at 0.5 above v26 with a paired interval wholly above zero,
 # authentic pixels <= 3%, NoSo and standard val not below v26 beyond the bootstrap interval.
 # v26's own runs (eval/hv-v26, ps-v26, noso-v26, sv-v26) are those of traces_fusion_v26.sh.
-# Status 2026-12-06: started, stopped at image 258 of 400 of the fit after 36 minutes (the machine's two
-# cores were shared with other jobs; the fit then recomputes 300 reference scans). Not yet run to the end:
-# the validation so far is traces_rules.py's, on cached maps (lab/README.md).
+# Status 2026-12-06: a first start was stopped at image 258 of 400 after 36 minutes (the two cores were
+# shared with other jobs); rerun alone, the fit took 9 minutes. Then run: the PSBattles and history-val evals
+# (lab/README.md); the NoSo, standard-val and robustness lines not yet.
 set -euo pipefail
 IML=${IMLSCAN:-.venv/bin/imlscan}
 W=weights/imlscan-sparsevit-t-v26.safetensors
