@@ -8,7 +8,7 @@
 # v26's own runs (eval/hv-v26, ps-v26, noso-v26, sv-v26) are those of traces_fusion_v26.sh.
 # Status 2026-12-06: a first start was stopped at image 258 of 400 after 36 minutes (the two cores were
 # shared with other jobs); rerun alone, the fit took 9 minutes. Then run: the PSBattles and history-val evals
-# (lab/README.md); the NoSo, standard-val and robustness lines not yet.
+# (lab/README.md), NoSo and standard val; the robustness lines not yet.
 set -euo pipefail
 IML=${IMLSCAN:-.venv/bin/imlscan}
 W=weights/imlscan-sparsevit-t-v26.safetensors
