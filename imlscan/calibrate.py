@@ -30,13 +30,13 @@ import numpy as np
 import torch
 
 from imlscan.data.datasets import load_dataset, read_mask
-from imlscan.defaults import DATASET_MAX_PIXELS, DEFAULT_THRESHOLD
+from imlscan.defaults import DATASET_MAX_PIXELS, DEFAULT_FUSION_FORM, DEFAULT_THRESHOLD
 from imlscan.errors import ImlscanError, UsageError
 from imlscan.eval.evaluate import EvalOptions, _image_score_fn, preflight, run_setting
 from imlscan.imageio import decode_bytes, read_file
 from imlscan.scanning.copymove import CopyMoveConfig
 from imlscan.scanning.copymove_keypoints import KeypointConfig
-from imlscan.scanning.fusion import DEFAULT_FORM, FusionRule, fit_rule, form_features
+from imlscan.scanning.fusion import FusionRule, fit_rule, form_features
 from imlscan.scanning.predict import Predictor
 from imlscan.scanning.result import SCORE_VERSION, image_score
 from imlscan.scanning.traces import TRACES
@@ -311,7 +311,7 @@ def fit_fusion(
     pixels_per_image: int = 4096,
     penalty: float = 1.0,
     seed: int = 0,
-    form: str = DEFAULT_FORM,
+    form: str = DEFAULT_FUSION_FORM,
     progress: Callable[[int, int], None] | None = None,
 ) -> FusionRule:
     """Fit the rule that fuses the forensic traces with the weights' own map, on a labelled set of
@@ -334,6 +334,7 @@ def fit_fusion(
     """
     check_output(weights, out)
     names = [n for n in (traces or TRACES) if n in TRACES and n != "ela"]
+    features = form_features(form, names)  # a bad --form is refused before the long part
     calibration = read_metadata(weights).get("calibration")
     ref_set = references or (calibration or {}).get("references_dataset") or (calibration or {}).get("dataset")
     if calibration and calibration.get("authentic_scores") and not (ref_set and Path(ref_set).exists()):
@@ -361,7 +362,6 @@ def fit_fusion(
 
     record = {"dataset": str(dataset)}
     record = {**record, "form": form}
-    features = form_features(form, names)
     rule = fit_rule(
         samples(),
         names,

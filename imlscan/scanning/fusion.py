@@ -36,7 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from imlscan.defaults import DEFAULT_FUSION_FORM
 from imlscan.errors import UsageError
 from imlscan.scanning.traces import TRACES, TraceResult
 
@@ -134,7 +133,6 @@ class FusionRule:
 
 
 FORMS = ("centered", "logit", "llr")
-DEFAULT_FORM = DEFAULT_FUSION_FORM
 PRIOR_TRACES = ("adq",)  # traces whose map is a posterior with its prior in details["prior"]
 
 
