@@ -5,6 +5,8 @@
 # OpenMP barriers made two threads 20x slower); shards in parallel, merged by traces_rules.py. Run from
 # the checkout root:
 #   .venv/bin/python lab/scripts/traces_cache.py data/synth-hist-fit/pairs.json data/cache/fit-0.npz 0 200
+# Extended 2026-12-06 (third study, traces_rules_robust.py): an optional 5th argument, a perturbation as
+# `eval --perturb` takes it (e.g. jpeg:70), caches the perturbed photos as `eval` makes them.
 """Cache maps for fusion-rule studies (frozen lab script; see the header)."""
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def small(a: np.ndarray) -> np.ndarray:
     return cv2.resize(np.asarray(a, np.float32), (SIDE, SIDE), interpolation=cv2.INTER_AREA)
 
 
-def main(dataset: str, out: str, start: str = "0", stop: str = "1000000") -> None:
+def main(dataset: str, out: str, start: str = "0", stop: str = "1000000", perturb: str = "") -> None:
+    from imlscan.eval.perturb import parse_perturbation
+
+    pert = parse_perturbation(perturb)[0] if perturb else None
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     weights = "weights/imlscan-sparsevit-t-v26.safetensors"
@@ -49,7 +54,7 @@ def main(dataset: str, out: str, start: str = "0", stop: str = "1000000") -> Non
             "index": i,
             "image": str(s.image_path),
             "mask": str(s.mask_path) if s.mask_path else None,
-            "perturbation": None,
+            "perturbation": pert,
             "protocol": "paper",
             "size": PAPER_SIZE,
             "seed": 0,
