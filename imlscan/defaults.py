@@ -50,3 +50,14 @@ DECODE_SCAN_BYTES_PER_PIXEL = 64
 
 # How `weights fuse` reads each trace's map by default (imlscan.scanning.fusion.FORMS).
 DEFAULT_FUSION_FORM = "llr"
+# The traces `weights fuse` fits terms for by default. adq alone: its term has no bias, so it moves no
+# pixel unless the file shows double quantization there. Fitted on the training split it also had the
+# best cross-validated F1 (0.496 against 0.481 with grid, ghost and noise), and with those three the
+# fused map fell below the network's on photos re-saved at JPEG q70 (lab/scripts/traces_rules_robust.py).
+DEFAULT_FUSION_TRACES = ("adq",)
+
+# Parts of the network that bf16 scans on a CPU keep in fp32 (imlscan.models.fuse.FP32_PARTS). The
+# stem: rounding the normalized photo to bf16 moves masks the most. On 200 synthetic validation photos
+# bf16 masks agreed with fp32 masks at IoU 0.974 (pooled), 0.986 with the stem in fp32, for about 5% of
+# the network's time (lab/scripts/bf16_agreement.py; docs/performance.md, same results).
+CPU_BF16_FP32_PARTS = ("stem",)

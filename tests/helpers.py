@@ -57,3 +57,22 @@ def lookalike_copy(rgb: np.ndarray, angle: float, scale: float, seed: int = 0) -
     out, source, _ = transformed_copy(np.clip(bent + grain, 0, 255).astype(np.uint8), angle, scale, False)
     out[source] = rgb[source]
     return out
+
+
+def trained_looking(name: str = "sparsevit-test"):
+    """A model with random weights, non-trivial BatchNorm statistics and layer scales, so that a
+    wrong fold or a dropped part shows (the 1e-6 initial gammas would hide it)."""
+    import torch
+
+    from imlscan.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model(name, layer_scale_init=0.3, head_gamma_init=0.5).eval()
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.normal_(0, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+                mod.weight.normal_(1.0, 0.2)
+                mod.bias.normal_(0, 0.2)
+    return m

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from helpers import trained_looking
 
-from imlscan.models import create_model
 from imlscan.models.fuse import fuse_for_inference
 
 
-def _trained_looking(name: str) -> torch.nn.Module:
-    """Random weights with non-trivial BatchNorm statistics and layer scales, so that a wrong
-    fold shows up (the 1e-6 initial gammas would hide it)."""
-    torch.manual_seed(0)
-    m = create_model(name, layer_scale_init=0.3, head_gamma_init=0.5).eval()
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.normal_(0, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-                mod.weight.normal_(1.0, 0.2)
-                mod.bias.normal_(0, 0.2)
-    return m
-
-
 def test_fused_equals_plain_fp32():
-    m = _trained_looking("sparsevit-test")
+    m = trained_looking("sparsevit-test")
     f = fuse_for_inference(m)
     x = torch.randn(2, 3, 96, 80)
     with torch.no_grad():
@@ -35,7 +20,7 @@ def test_fused_equals_plain_fp32():
 
 
 def test_fused_equals_plain_full_model_small_input():
-    m = _trained_looking("sparsevit-t")
+    m = trained_looking("sparsevit-t")
     f = fuse_for_inference(m)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
@@ -43,7 +28,7 @@ def test_fused_equals_plain_full_model_small_input():
 
 
 def test_fuse_leaves_original_untouched():
-    m = _trained_looking("sparsevit-test")
+    m = trained_looking("sparsevit-test")
     before = {k: v.clone() for k, v in m.state_dict().items()}
     fuse_for_inference(m)
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
@@ -51,7 +36,7 @@ def test_fuse_leaves_original_untouched():
 
 def test_bf16_masks_agree_with_fp32():
     """bf16 (weights and activations) must give the same masks as fp32 (IoU >= 0.99)."""
-    m = _trained_looking("sparsevit-t")
+    m = trained_looking("sparsevit-t")
     f32 = fuse_for_inference(m)
     f16 = fuse_for_inference(m).to(torch.bfloat16)
     torch.manual_seed(1)
@@ -70,7 +55,7 @@ def test_bf16_masks_agree_with_fp32():
 def test_predictor_fast_path_equals_plain_path(rng):
     from imlscan.scanning.predict import Predictor
 
-    m = _trained_looking("sparsevit-test")
+    m = trained_looking("sparsevit-test")
     img = rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)
     fast = Predictor(m, device="cpu", precision="fp32", mode="native", fast=True)
     plain = Predictor(m, device="cpu", precision="fp32", mode="native", fast=False)

@@ -171,6 +171,7 @@ def eval_(
     weights: str | None = options.WEIGHTS,
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
+    compile: str = options.COMPILE,
     threshold: float = options.THRESHOLD,
     batch_size: int = options.BATCH_SIZE,
     workers: int = options.WORKERS,
@@ -258,6 +259,7 @@ def eval_(
         batch_size=batch_size,
         copy_move=copy_move,
         keypoints=keypoints,
+        compile=compile,
     )
     announce(predictor, protocol_notes=False)
     reports = []

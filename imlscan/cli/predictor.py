@@ -22,6 +22,7 @@ def load_predictor(
     size: int | None = None,
     tile: int = DEFAULT_TILE,
     overlap: int = DEFAULT_OVERLAP,
+    compile: str = "off",
     **kw: Any,
 ) -> Any:
     """Load ``weights`` on ``device`` and wrap them in a ``Predictor``.
@@ -30,20 +31,24 @@ def load_predictor(
         weights: a file, a registered name, ``hf-hub:...`` or ``None`` for the default weights.
         mode, size: the preprocessing; ``None`` keeps the weights' own protocol.
         tile, overlap: native-resolution tiling (``tile=0``: never tile).
+        compile: ``off`` or a compile variant of ``imlscan.models.fuse.COMPILE_VARIANTS``.
         kw: the rest of ``Predictor``'s options (``batch_size``, ``copy_move``, ``keypoints``).
 
     Returns:
-        The ``Predictor``; a bad ``mode`` or tiling is refused before the model is loaded.
+        The ``Predictor``; a bad ``mode``, tiling or compile variant is refused before the model is
+        loaded.
     """
     if mode is not None and mode not in MODES:
         raise UsageError(f"unknown --mode {mode!r}", hint="use resize or native")
+    from imlscan.models.fuse import compile_variant
     from imlscan.scanning.predict import Predictor, check_tiling
     from imlscan.weights.store import load_model
 
     if tile:
         check_tiling(tile, overlap)
+    variant = compile_variant(False if compile == "off" else compile)
     model = load_model(weights, device, precision)
-    return Predictor(model, mode=mode, size=size, tile=tile or None, overlap=overlap, **kw)
+    return Predictor(model, mode=mode, size=size, tile=tile or None, overlap=overlap, compile=variant, **kw)
 
 
 def announce(predictor: Any, *, protocol_notes: bool = True) -> None:

@@ -235,6 +235,7 @@ def batch(
     weights: str | None = options.WEIGHTS,
     device: str = options.DEVICE,
     precision: str = options.PRECISION,
+    compile: str = options.COMPILE,
     max_pixels: int = options.MAX_PIXELS,
 ) -> None:
     """Scan a folder of photos, resumably: results.jsonl, summary.csv and an index.html contact sheet.
@@ -260,6 +261,7 @@ def batch(
         copy_move=copy_move,
         keypoints=keypoints,
         traces=None if traces else (),
+        compile=compile,
     )
     announce(predictor)
     note = _copy_move_cost_note(predictor, workers)

@@ -51,7 +51,7 @@ from imlscan.scanning.report import (
     render_contact_sheet,
     write_outputs,
 )
-from imlscan.scanning.workers import decoding_pool
+from imlscan.scanning.workers import InlineExecutor, decoding_pool
 
 if TYPE_CHECKING:
     from imlscan.scanning.predict import Predictor
@@ -116,6 +116,56 @@ class BatchSummary:
     @property
     def exit_code(self) -> int:
         return 1 if self.failed else 0
+
+
+@dataclass
+class BatchProfile:
+    """Where a batch run's time went, as the run itself recorded it (``run_batch(profile=...)``).
+
+    Why: ``batch`` overlaps the decoding processes (read, decode, traces, provenance; the keypoint
+    detector where it runs there) with the main process (network, dense matcher, fusion,
+    writing), so its speed is set by the busier side, not by the sum of the stages. ``stages``
+    sums each stage's wall-clock seconds over the photos; ``worker_busy_s`` is the decoding side's
+    time spent working (summed over its processes; with ``--workers 0`` that work runs in the
+    main process and counts in both), ``main_wait_s`` the main process's time blocked waiting for
+    a decoded photo, so ``wall_s - main_wait_s`` is its busy time. CPU seconds count every thread
+    of the main process, so on a full machine they show whether the cores, not the overlap, limit."""
+
+    images: int = 0
+    wall_s: float = 0.0
+    main_wait_s: float = 0.0
+    main_cpu_s: float = 0.0
+    first_photo_s: float | None = None
+    worker_busy_s: float = 0.0
+    worker_cpu_s: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    side: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def main_busy_s(self) -> float:
+        return self.wall_s - self.main_wait_s
+
+    def add(self, side: str, seconds: dict[str, float]) -> None:
+        """Add a photo's (or a batch's) stage seconds done on ``side`` ("main" or "workers")."""
+        for stage, v in seconds.items():
+            self.stages[stage] = self.stages.get(stage, 0.0) + v
+            self.side[stage] = side if self.side.get(stage, side) == side else "both"
+
+    def to_dict(self) -> dict[str, Any]:
+        total = sum(self.stages.values())
+        return {
+            "images": self.images,
+            "wall_s": self.wall_s,
+            "first_photo_s": self.first_photo_s,
+            "main_busy_s": self.main_busy_s,
+            "main_wait_s": self.main_wait_s,
+            "main_cpu_s": self.main_cpu_s,
+            "worker_busy_s": self.worker_busy_s,
+            "worker_cpu_s": self.worker_cpu_s,
+            "seconds": dict(self.stages),
+            "share": {k: (v / total if total > 0 else 0.0) for k, v in self.stages.items()},
+            "side": dict(self.side),
+        }
 
 
 # --- which files ----------------------------------------------------------------------------------
@@ -290,8 +340,21 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
 
 def prepare(task: dict[str, Any]) -> dict[str, Any]:
     """Read, hash and (unless already done) decode one file. Runs in a worker process, so it
-    returns errors as values: one bad file never stops the run."""
+    returns errors as values: one bad file never stops the run.
+
+    Every answer carries ``stages`` (seconds per stage) and ``busy_s``/``cpu_s`` (wall-clock and
+    CPU seconds of the whole call): a few clock reads that let ``bench`` show which side of the
+    run, these processes or the main one, sets its pace."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    stages: dict[str, float] = {}
+    res = _prepare(task, stages)
+    res.update(stages=stages, busy_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0)
+    return res
+
+
+def _prepare(task: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
     path = Path(task["path"])
+    t = time.perf_counter()
     try:
         data = read_file(path)
     except ImlscanError as e:
@@ -301,27 +364,35 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
         record = done_record(Path(task["json"]), sha, task["key"], [Path(p) for p in task["expected"]])
         if record is not None:
             return {"kind": "skip", "record": record}
-    t0 = time.perf_counter()
+    t0 = _lap(stages, "read", t)
     try:
         decoded = decode_bytes(data, name=str(path), max_pixels=task["max_pixels"])
     except ImlscanError as e:
         return {"kind": "error", "error": e.message, "sha256": sha}
     except Exception as e:  # noqa: BLE001 - a decoder bug on one file must not end the run
         return {"kind": "error", "error": f"{path}: unexpected {type(e).__name__}: {str(e)[:200]}", "sha256": sha}
-    decode_s = time.perf_counter() - t0
+    t = _lap(stages, "decode", t0)
+    decode_s = t - t0
     kp = None
     if task["keypoints"] is not None:
         from imlscan.scanning.copymove_keypoints import map_ahead
 
         kp = map_ahead(task["keypoints"], decoded.rgb)
-    keypoints_s = time.perf_counter() - t0 - decode_s
-    t1 = time.perf_counter()
+        t = _lap(stages, "keypoints", t)
+    keypoints_s = t - t0 - decode_s
+    t1 = t
     traces = {}
     if task.get("traces"):
         from imlscan.scanning.traces import Photo, compute_traces
 
         traces = compute_traces(Photo(data, decoded), task["traces"])
+        t = _lap(stages, "trace_setup", t)
+        for name, r in traces.items():  # each trace's own seconds; the rest is setup (imports)
+            stages[f"trace:{name}"] = r.seconds
+            stages["trace_setup"] -= r.seconds
+    traces_s = t - t1
     provenance = read_provenance(data, decoded_rgb=decoded.rgb)  # a picklable dataclass
+    _lap(stages, "provenance", t)
     return {
         "kind": "image",
         "decoded": decoded,
@@ -329,9 +400,16 @@ def prepare(task: dict[str, Any]) -> dict[str, Any]:
         "keypoints": kp,
         "keypoints_s": keypoints_s,
         "traces": traces,
-        "traces_s": time.perf_counter() - t1,
+        "traces_s": traces_s,
         "provenance": provenance,
     }
+
+
+def _lap(stages: dict[str, float], stage: str, t0: float) -> float:
+    """Add the seconds since ``t0`` to ``stages[stage]``; the time now."""
+    now = time.perf_counter()
+    stages[stage] = stages.get(stage, 0.0) + now - t0
+    return now
 
 
 def _not_json(constant: str) -> Any:
@@ -433,6 +511,7 @@ def run_batch(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     log: Callable[[str], None] | None = None,
     before_inference: Callable[[], None] | None = None,
+    profile: BatchProfile | None = None,
 ) -> BatchSummary:
     """Scan every image under ``input_dir`` into ``options.out_dir``; see the module docstring.
 
@@ -444,7 +523,8 @@ def run_batch(
 
     The output folder belongs to this run while it works (a lock file in it, released however
     the run ends); temporaries of an earlier killed run are removed first; folders that cannot
-    be read are recorded as failures.
+    be read are recorded as failures. ``profile``, when given, receives where the time went
+    (``BatchProfile``; ``imlscan bench --folder`` reads it).
 
     Raises:
         ImlscanError: another run holds the output folder, or it cannot be written (the path and
@@ -452,6 +532,7 @@ def run_batch(
     """
     from imlscan.scanning.predict import check_threshold
 
+    start, cpu_start = time.perf_counter(), time.process_time()
     check_threshold(options.threshold)
     root = Path(input_dir)
     if not root.is_dir():
@@ -512,7 +593,7 @@ def run_batch(
         if items and announce is not None:
             announce()
             announce = None
-        for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds, base_of):
+        for rel, record in _infer_and_write(items, predictor, options, root, out, key, kinds, base_of, profile):
             finish(rel, record)
 
     with _output_folder(out, options.shard, selected, base_of, log):
@@ -537,6 +618,7 @@ def run_batch(
                 nxt = next(todo, None)
                 if nxt is not None:
                     pending.append((nxt, executor.submit(prepare, task(nxt))))
+                waited = time.perf_counter()
                 try:
                     res = fut.result()
                 except Exception as e:  # noqa: BLE001 - e.g. a worker killed by the OS
@@ -544,6 +626,8 @@ def run_batch(
                         "kind": "error",
                         "error": f"{root / rel}: decoder process failed ({type(e).__name__}: {e})"[:300],
                     }
+                if profile is not None:
+                    _profile_prepared(profile, res, waited, start, inline=isinstance(executor, InlineExecutor))
                 if res["kind"] == "skip":
                     finish(rel, {**res["record"], "relpath": rel, "resumed": True})
                 elif res["kind"] == "error":
@@ -565,10 +649,31 @@ def run_batch(
                     log(f"the results files were not written: {getattr(again, 'message', again)}")
             raise
         else:
+            t0 = time.perf_counter()
             _write_aggregates(summary, [records[r] for r in selected if r in records], out, options, predictor)
+            if profile is not None:
+                profile.add("main", {"aggregates": time.perf_counter() - t0})
         finally:
             executor.shutdown(wait=True)
+            if profile is not None:
+                profile.wall_s = time.perf_counter() - start
+                profile.main_cpu_s = time.process_time() - cpu_start
     return summary
+
+
+def _profile_prepared(profile: BatchProfile, res: dict[str, Any], waited: float, start: float, inline: bool) -> None:
+    """Account for one answer of the decoding side: the main process's wait for it, and the work
+    it took (done in the main process itself when there are no worker processes)."""
+    now = time.perf_counter()
+    if not inline:
+        profile.main_wait_s += now - waited
+    if profile.first_photo_s is None and res.get("kind") == "image":
+        profile.first_photo_s = now - start
+    profile.worker_busy_s += res.get("busy_s", 0.0)
+    if not inline:  # inline, the main process's CPU seconds hold it already
+        profile.worker_cpu_s += res.get("cpu_s", 0.0)
+    if res.get("kind") == "image":
+        profile.add("main" if inline else "workers", res.get("stages") or {})
 
 
 def _infer_and_write(
@@ -580,6 +685,7 @@ def _infer_and_write(
     key: str,
     kinds: list[str],
     base_of: Callable[[str], str],
+    profile: BatchProfile | None = None,
 ) -> Iterable[tuple[str, dict[str, Any]]]:
     """Run the model on decoded images (one batch; one by one if the batch fails, so a single
     image that breaks inference, e.g. out of memory, fails alone) and write their outputs."""
@@ -589,19 +695,22 @@ def _infer_and_write(
         return
     rgbs = [res["decoded"].rgb for _, res in items]
     kps = [res.get("keypoints") for _, res in items]
+    seconds: dict[str, float] | None = {} if profile is not None else None
     t0 = time.perf_counter()
     try:
-        parts: list[Any] = predictor.predict_parts(rgbs, kps)
+        parts: list[Any] = predictor.predict_parts(rgbs, kps, seconds=seconds)
         per_image = [(time.perf_counter() - t0) / len(items)] * len(items)
     except Exception:  # noqa: BLE001 - retried one by one below to find the culprit
         parts, per_image = [], []
         for rgb, kp in zip(rgbs, kps):
             t1 = time.perf_counter()
             try:
-                parts.append(predictor.predict_parts([rgb], [kp])[0])
+                parts.append(predictor.predict_parts([rgb], [kp], seconds=seconds)[0])
             except Exception as e:  # noqa: BLE001
                 parts.append(e)
             per_image.append(time.perf_counter() - t1)
+    if profile is not None:
+        profile.add("main", seconds or {})
     for (rel, res), part, inf_s in zip(items, parts, per_image):
         decoded = res["decoded"]
         if isinstance(part, Exception):
@@ -611,8 +720,10 @@ def _infer_and_write(
         prob, copy_move = part
         traces = res.get("traces") or {}
         fusion = None
+        t0 = time.perf_counter()
         if traces:
             prob, fusion = predictor.apply_fusion(prob, traces)
+        t1 = time.perf_counter()
         result = build_result(
             decoded,
             prob,
@@ -626,6 +737,7 @@ def _infer_and_write(
             traces_s=res.get("traces_s", 0.0),
             provenance=res.get("provenance"),
         )
+        t2 = time.perf_counter()
         folder, name = out / Path(rel).parent, base_of(rel)
         try:
             (folder / f"{name}{OUTPUT_SUFFIXES['json']}").unlink(missing_ok=True)  # a crash now marks it undone
@@ -645,6 +757,9 @@ def _infer_and_write(
         except ImlscanError as e:  # e.g. a non-finite number: this image alone
             yield rel, _error_record(rel, root, key, f"{root / rel}: {e.message}", decoded.sha256)
             continue
+        if profile is not None:
+            profile.images += 1
+            profile.add("main", {"fusion": t1 - t0, "result": t2 - t1, "write": time.perf_counter() - t2})
         yield rel, {**report, "resumed": False}
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from imlscan.defaults import (
+    CPU_BF16_FP32_PARTS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -80,7 +81,7 @@ class Predictor:
         overlap: int = DEFAULT_OVERLAP,
         batch_size: int = DEFAULT_BATCH_SIZE,
         fast: bool = True,
-        compile: bool = False,
+        compile: bool | str = False,
         cudnn: bool = False,
         copy_move: bool | None = None,
         keypoints: bool | None = None,
@@ -118,7 +119,11 @@ class Predictor:
         # function (tested); fast=False runs the network exactly as trained, for comparison.
         self.cudnn = bool(cudnn)  # CUDA only; see imlscan.device.cudnn_enabled for why it is off
         self.fast = fast and isinstance(model, SparseViT)
-        self._forward = fast_forward(model, self.device, self.precision, compile=compile) if self.fast else None
+        self._forward = (
+            fast_forward(model, self.device, self.precision, compile=compile, keep_fp32=CPU_BF16_FP32_PARTS)
+            if self.fast
+            else None
+        )
         self.copy_move = matcher_for(info, copy_move, keypoints)
         self.keypoints_in_workers: bool | None = None  # None: on a GPU only (keypoint_job)
 
@@ -157,12 +162,20 @@ class Predictor:
         return [fused for fused, _ in self.predict_parts(rgbs, keypoint_maps)]
 
     def predict_parts(
-        self, rgbs: Sequence[np.ndarray], keypoint_maps: Sequence[np.ndarray | None] | None = None
+        self,
+        rgbs: Sequence[np.ndarray],
+        keypoint_maps: Sequence[np.ndarray | None] | None = None,
+        *,
+        seconds: dict[str, float] | None = None,
     ) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """Like ``predict_batch``, with the copy-move detectors' own map beside each fused map
         (``None`` when the fusion is off), both at the input's resolution: reports use it to say
         which regions the matcher flagged. ``keypoint_maps`` are the keypoint detector's maps
-        that decoding workers computed ahead (``keypoint_job()``; None: compute here)."""
+        that decoding workers computed ahead (``keypoint_job()``; None: compute here).
+
+        ``seconds``, when given, gets each stage's wall-clock seconds added to it (``preprocess``:
+        resizing in and out and normalizing; ``network``; ``dense`` and ``keypoints``: the two
+        copy-move detectors), so that ``bench`` can say where a real batch run's time went."""
         rgbs = [_check_rgb(r) for r in rgbs]
         kps = list(keypoint_maps) if keypoint_maps is not None else [None] * len(rgbs)
         out: list[tuple[np.ndarray, np.ndarray | None] | None] = [None] * len(rgbs)
@@ -170,29 +183,47 @@ class Predictor:
         inputs: dict[int, np.ndarray] = {}
         for i, rgb in enumerate(rgbs):
             if self.is_tiled(rgb.shape):
-                out[i] = self._with_copy_move(self._predict_tiled(rgb), rgb, kps[i])
+                out[i] = self._with_copy_move(self._predict_tiled(rgb, seconds), rgb, kps[i], seconds)
                 continue
+            t0 = time.perf_counter()
             inputs[i] = self.model_input(rgb)
+            _tick(seconds, "preprocess", t0)
             by_shape.setdefault(inputs[i].shape[:2], []).append(i)
         for idx in by_shape.values():
-            probs = self._probs([inputs[i] for i in idx])
+            probs = self._probs([inputs[i] for i in idx], seconds)
             for i, p in zip(idx, probs):
-                fused, cm = self._with_copy_move(p, rgbs[i], kps[i])
+                fused, cm = self._with_copy_move(p, rgbs[i], kps[i], seconds)
+                t0 = time.perf_counter()
                 shape = rgbs[i].shape[:2]
                 out[i] = (_to_original(fused, shape), None if cm is None else _to_original(cm, shape))
+                _tick(seconds, "preprocess", t0)
         return out  # type: ignore[return-value]
 
     def _with_copy_move(
-        self, prob: np.ndarray, image: np.ndarray, keypoint_map: np.ndarray | None = None
+        self,
+        prob: np.ndarray,
+        image: np.ndarray,
+        keypoint_map: np.ndarray | None = None,
+        seconds: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """(``prob`` fused with the copy-move detectors' map, that map), both at ``prob``'s size; the
         matcher sees ``image`` resized to its own size. Unchanged ``prob`` and None when off."""
         if self.copy_move is None:
             return prob, None
+        t0 = time.perf_counter()
         s = self.copy_move.config.size
         small = image if image.shape[:2] == (s, s) else cv2.resize(image, (s, s), interpolation=cv2.INTER_LINEAR)
+        keypoints_s = 0.0
+        if keypoint_map is None and self.copy_move.keypoints is not None:
+            # Here rather than inside image_map, only to time it apart: the same map as a
+            # worker's (KeypointJob.run), which image_map resizes exactly as it would its own.
+            t1 = time.perf_counter()
+            keypoint_map = self.copy_move.keypoints.prob_map(small)
+            keypoints_s = _tick(seconds, "keypoints", t1) - t1
         cm = self.copy_move.image_map(small, self.to_tensor([small]), prob.shape[:2], keypoint_map)
-        return fuse(prob, cm), cm
+        fused = fuse(prob, cm)
+        _tick(seconds, "dense", t0 + keypoints_s)  # the rest: resizing, the dense search, the fusion
+        return fused, cm
 
     def fuse_file(
         self, prob: np.ndarray, data: bytes | None, decoded: Any
@@ -234,15 +265,19 @@ class Predictor:
             in_workers = self.device.type != "cpu"
         return self.copy_move.keypoint_job() if in_workers else None
 
-    def _probs(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def _probs(self, arrays: list[np.ndarray], seconds: dict[str, float] | None = None) -> list[np.ndarray]:
         """Sigmoid maps of equally sized arrays, ``batch_size`` at a time."""
         maps: list[np.ndarray] = []
         for k in range(0, len(arrays), self.batch_size):
-            p = torch.sigmoid(self.logits(self.to_tensor(arrays[k : k + self.batch_size])))[:, 0]
+            t0 = time.perf_counter()
+            x = self.to_tensor(arrays[k : k + self.batch_size])
+            t0 = _tick(seconds, "preprocess", t0)
+            p = torch.sigmoid(self.logits(x))[:, 0]
             maps.extend(p.cpu().numpy())
+            _tick(seconds, "network", t0)
         return maps
 
-    def _predict_tiled(self, rgb: np.ndarray) -> np.ndarray:
+    def _predict_tiled(self, rgb: np.ndarray, seconds: dict[str, float] | None = None) -> np.ndarray:
         h, w = rgb.shape[:2]
         ys, wys = tile_axis(h, self.tile, self.overlap)  # type: ignore[arg-type]
         xs, wxs = tile_axis(w, self.tile, self.overlap)  # type: ignore[arg-type]
@@ -255,7 +290,7 @@ class Predictor:
             for k in range(0, len(group), self.batch_size):
                 chunk = group[k : k + self.batch_size]
                 crops = [rgb[ys[a][0] : ys[a][1], xs[b][0] : xs[b][1]] for a, b in chunk]
-                for (a, b), p in zip(chunk, self._probs(crops)):
+                for (a, b), p in zip(chunk, self._probs(crops, seconds)):
                     acc[ys[a][0] : ys[a][1], xs[b][0] : xs[b][1]] += p * np.outer(wys[a], wxs[b])
         return np.clip(acc, 0.0, 1.0)
 
@@ -521,6 +556,14 @@ def versions() -> dict[str, str]:
         "opencv": cv2.__version__,
         "python": platform.python_version(),
     }
+
+
+def _tick(seconds: dict[str, float] | None, stage: str, t0: float) -> float:
+    """Add the seconds since ``t0`` to ``seconds[stage]`` (when timing is on); the time now."""
+    now = time.perf_counter()
+    if seconds is not None:
+        seconds[stage] = seconds.get(stage, 0.0) + now - t0
+    return now
 
 
 def _to_original(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
