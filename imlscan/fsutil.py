@@ -34,10 +34,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     suffix = path.suffix if len(path.suffix) <= 16 else ""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".part" + suffix)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes 0600 files, and some writers (safetensors) replace the temporary with a
+        # new file of their own: the finished output gets the usual permissions.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
@@ -285,3 +287,19 @@ def test_build_metadata_never_aliases_the_default_preprocessing(tiny_model):
     first = build_metadata(tiny_model, name="a")
     first["preprocessing"]["std"][0] = 0.5
     assert build_metadata(tiny_model, name="b")["preprocessing"]["std"][0] == pytest.approx(0.229)
+
+
+def test_written_weights_are_readable_by_others_like_any_output(tiny_model, tmp_path):
+    """safetensors replaces the atomic temporary with a file of its own (mode 0600): a weights file
+    written for a team or a Hub upload must get the umask's permissions like every other output."""
+    from imlscan.weights.store import rewrite_metadata
+
+    old = os.umask(0o022)
+    try:
+        first = tmp_path / "a.safetensors"
+        save_weights(tiny_model, first, name="a")
+        second = rewrite_metadata(first, tmp_path / "b.safetensors", {"name": "b"})
+    finally:
+        os.umask(old)
+    for path in (first, second):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path.name

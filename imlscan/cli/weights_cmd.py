@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from imlscan.cli.app import app, err_console, stdout_json
-from imlscan.defaults import DEFAULT_FUSION_FORM
+from imlscan.defaults import DEFAULT_FUSION_FORM, DEFAULT_FUSION_TRACES
 
 weights_app = typer.Typer(
     help=(
@@ -288,7 +288,11 @@ def fuse(
         "--history 0.7'), NOT your test set.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the copy that carries the fusion rule."),
-    traces: str = typer.Option("adq,grid,ghost,noise", "--traces", help="Traces to fit terms for (ela never fuses)."),
+    traces: str = typer.Option(
+        ",".join(DEFAULT_FUSION_TRACES),
+        "--traces",
+        help="Traces to fit terms for, e.g. adq,grid,ghost,noise (ela never fuses).",
+    ),
     references: str = typer.Option(
         None,
         "--references",

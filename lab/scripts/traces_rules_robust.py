@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import traces_rules as tr  # noqa: E402
 
 ONLY = {"C": None, "D": ("adq",)}
+_FEATURES_C = tr.features
 
 
 def features(d: dict, i: int, form: str) -> np.ndarray:
-    cols = tr.features(d, i, "C")
+    cols = _FEATURES_C(d, i, "C")
     keep = ONLY[form]
     if keep is not None:
         for t, name in enumerate(d["names"]):
