@@ -49,6 +49,10 @@ def test_a_term_adds_its_logit_where_the_trace_applies():
     assert np.allclose(fused[:2], 1 / (1 + np.exp(-2.0)), atol=1e-6)
     assert np.allclose(fused[2:], 1 / (1 + np.exp(2.0)), atol=1e-6)
     assert contributions == {"adq": 0.0}
+    moved: dict = {}
+    fuse_traces(prob, {"adq": _trace("adq", m)}, FusionRule(terms={"adq": (0.0, 4.0)}), moved)
+    # a mean of zero hides that the term raised half of the photo by 2 logits and lowered the rest
+    assert moved == {"adq": {"raised_share": 0.5, "lowered_share": 0.5}}
 
 
 def test_fit_finds_the_informative_trace_and_is_deterministic(rng):

@@ -80,6 +80,11 @@ def test_a_fusion_rule_in_the_weights_changes_jpegs_and_leaves_pngs_alone(tiny_w
     assert not b.traces["adq"].applies and b.fusion["applied"] is False and np.array_equal(a.prob, b.prob)
     ja, jb = scan(jpg, plain), scan(jpg, fused)
     assert jb.traces["adq"].applies and jb.fusion["applied"] and "adq" in jb.fusion["contributions_logit"]
+    moved = jb.fusion["pixels_moved"]["adq"]
+    assert 0 < moved["raised_share"] <= 1 and 0 <= moved["lowered_share"] <= 1
+    from imlscan.scanning.report import render_html
+
+    assert f"raising {100 * moved['raised_share']:.1f}% of the pixels" in render_html(jb)
     inside, outside = jb.prob[mask].mean() - ja.prob[mask].mean(), jb.prob[~mask].mean() - ja.prob[~mask].mean()
     assert inside > outside  # the trace pushes the pasted region up relative to the rest
 

@@ -172,8 +172,14 @@ def usable(traces: Mapping[str, TraceResult], names: Iterable[str]) -> list[str]
     return [n for n in names if n in traces and traces[n].applies and traces[n].fusable and traces[n].map is not None]
 
 
+MOVED_LOGIT = 1.0  # a pixel counts as raised or lowered by a trace when its term is at least this
+
+
 def fuse_traces(
-    prob: np.ndarray, traces: Mapping[str, TraceResult], rule: FusionRule | None
+    prob: np.ndarray,
+    traces: Mapping[str, TraceResult],
+    rule: FusionRule | None,
+    moved: dict[str, dict[str, float]] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Apply ``rule`` to one photo.
 
@@ -181,6 +187,10 @@ def fuse_traces(
         prob: the weights' own map (network and copy-move detectors), H x W in [0, 1].
         traces: the photo's trace results, maps at the same H x W.
         rule: the fitted rule, or None.
+        moved: when given, filled per trace that entered with the shares of the photo's pixels
+            it raised and lowered by at least ``MOVED_LOGIT``. Why: a mean alone misleads a
+            reader; adq lowers a large background a little and raises a paste a lot, so its
+            mean over the photo is often negative on the very photos where it found the edit.
 
     Returns:
         ``(fused, contributions)``: the fused map (``prob`` itself, unchanged, when no term
@@ -200,6 +210,12 @@ def fuse_traces(
         b, w = rule.terms[name]
         term = b + w * feature_of(rule.feature(name), traces[name])
         contributions[name] = round(float(term.mean()), 4)
+        if moved is not None:
+            term = np.broadcast_to(term, prob.shape)
+            moved[name] = {
+                "raised_share": round(float((term >= MOVED_LOGIT).mean()), 4),
+                "lowered_share": round(float((term <= -MOVED_LOGIT).mean()), 4),
+            }
         z = z + term
     return _sigmoid(z), contributions
 

@@ -240,7 +240,8 @@ class Predictor:
     def apply_fusion(self, prob: np.ndarray, results: dict[str, TraceResult]) -> tuple[np.ndarray, dict[str, Any]]:
         """``prob`` fused with traces already computed (e.g. by a decoding worker), and the
         report's account of it: applied or not, why, and each trace's contribution."""
-        fused, contributions = fuse_traces(prob, results, self.fusion)
+        moved: dict[str, dict[str, float]] = {}
+        fused, contributions = fuse_traces(prob, results, self.fusion, moved)
         if self.fusion is None:
             fusion = {"applied": False, "reason": "these weights carry no fusion rule: the traces are shown, not fused"}
         else:
@@ -248,6 +249,7 @@ class Predictor:
                 "applied": bool(contributions),
                 "reason": "fused" if contributions else "no trace that the rule fuses applies to this file",
                 "contributions_logit": contributions,
+                "pixels_moved": moved,
                 "rule": self.fusion.to_dict(),
             }
         return fused, fusion

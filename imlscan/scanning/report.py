@@ -365,8 +365,15 @@ def _traces_section(result: ScanResult) -> str:
     fusion = result.fusion or {}
     line = fusion.get("reason", "")
     if fusion.get("contributions_logit"):
-        line += ": " + ", ".join(f"{k} {v:+.2f}" for k, v in fusion["contributions_logit"].items())
-        line += " (mean logit each trace added to the map above)"
+        moved = fusion.get("pixels_moved") or {}
+        parts = []
+        for k, v in fusion["contributions_logit"].items():
+            part = f"{k} {v:+.2f} on average"
+            if k in moved:
+                raised, lowered = 100 * moved[k]["raised_share"], 100 * moved[k]["lowered_share"]
+                part += f", raising {raised:.1f}% of the pixels and lowering {lowered:.1f}% by a logit or more"
+            parts.append(part)
+        line += ": " + "; ".join(parts) + " (logits each trace added to the map above)"
     return trace_panels_html(result.traces, pictures) + (f"<p class='note'>Fusion: {_e(line)}</p>" if line else "")
 
 
