@@ -55,7 +55,7 @@ def test_compiled_frozen_fast_path_equals_plain_and_freezing_stays_scoped(monkey
 
 
 def test_compile_variants_resolve():
-    assert compile_variant(False) == "eager" and compile_variant("eager") == "eager"
+    assert compile_variant(False) == compile_variant("eager") == compile_variant("off") == "eager"  # off: the CLI word
     assert compile_variant(True) == DEFAULT_COMPILE_VARIANT in COMPILE_VARIANTS
     assert COMPILE_VARIANTS["freeze"] == (True, None)
     assert COMPILE_VARIANTS["freeze-autotune"] == (True, "max-autotune-no-cudagraphs")
@@ -209,3 +209,12 @@ def test_bf16_scans_on_a_cpu_keep_the_stem_in_fp32(tiny_model):
     all_bf16 = fast_forward(tiny_model, torch.device("cpu"), "bf16")
     assert torch.equal(pred.logits(x), with_stem(x))
     assert not torch.equal(pred.logits(x), all_bf16(x))
+    # the reports say so, and a batch resumed from bf16 results made before then rescans them
+    from imlscan.scanning.batch import settings_key
+
+    fp32 = Predictor(tiny_model, device="cpu", precision="fp32", mode="resize", size=64)
+    assert pred.describe((64, 64))["fp32_parts"] == ["stem"] and fp32.describe((64, 64))["fp32_parts"] == []
+    assert pred.describe((64, 64))["compile"] == "eager"
+    key = settings_key(pred, 0.5)
+    pred.fp32_parts = []
+    assert settings_key(pred, 0.5) != key

@@ -46,7 +46,7 @@ def load_predictor(
 
     if tile:
         check_tiling(tile, overlap)
-    variant = compile_variant(False if compile == "off" else compile)
+    variant = compile_variant(compile)
     model = load_model(weights, device, precision)
     return Predictor(model, mode=mode, size=size, tile=tile or None, overlap=overlap, compile=variant, **kw)
 

@@ -97,9 +97,10 @@ EAGER = "eager"
 
 
 def compile_variant(compile: bool | str) -> str:
-    """Resolve ``compile`` (False, True, ``"eager"`` or a name in :data:`COMPILE_VARIANTS`) to
-    a variant name; an unknown name is a usage error, not a silent eager run."""
-    if compile is False or compile == EAGER:
+    """Resolve ``compile`` (False, True, ``"eager"``/``"off"`` or a name in
+    :data:`COMPILE_VARIANTS`) to a variant name; an unknown name is a usage error, not a silent
+    eager run."""
+    if compile is False or compile in (EAGER, "off"):
         return EAGER
     if compile is True:
         return DEFAULT_COMPILE_VARIANT
@@ -107,7 +108,7 @@ def compile_variant(compile: bool | str) -> str:
         from imlscan.errors import UsageError
 
         raise UsageError(
-            f"unknown compile variant {compile!r}", hint=f"use one of {', '.join([EAGER, *COMPILE_VARIANTS])}"
+            f"unknown compile variant {compile!r}", hint=f"use off (or eager) or one of {', '.join(COMPILE_VARIANTS)}"
         )
     return compile
 

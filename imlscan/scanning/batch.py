@@ -332,6 +332,8 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
         settings["copy_move"] = predictor.copy_move.settings()
     if predictor.traces:
         settings["traces"] = list(predictor.traces)
+    if getattr(predictor, "fp32_parts", None):  # bf16 CPU scans made before the stem stayed fp32 differ
+        settings["fp32_parts"] = predictor.fp32_parts
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -124,6 +124,12 @@ class Predictor:
             if self.fast
             else None
         )
+        # What the reports record of the fast path: compiled or not, and the parts a bf16 scan on
+        # the CPU keeps in fp32 (they change its maps slightly).
+        self.compile_variant = getattr(self._forward, "compile_variant", "eager")
+        self.fp32_parts = (
+            list(CPU_BF16_FP32_PARTS) if self.fast and self.precision != "fp32" and self.device.type == "cpu" else []
+        )
         self.copy_move = matcher_for(info, copy_move, keypoints)
         self.keypoints_in_workers: bool | None = None  # None: on a GPU only (keypoint_job)
 
@@ -320,6 +326,8 @@ class Predictor:
             "override_note": preprocessing_override_note(info, self.mode, self.size if self.mode == "resize" else None),
             "device": str(self.device),
             "precision": self.precision,
+            "fp32_parts": self.fp32_parts,
+            "compile": self.compile_variant,
             "copy_move": self.copy_move.settings() if self.copy_move is not None else None,
         }
 
