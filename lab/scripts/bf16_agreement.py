@@ -1,3 +1,4 @@
+# Frozen lab record: ran at commit 25e32bb (2026-12-06); kept as run, not maintained. See lab/README.md.
 """How far do bf16 masks move from fp32 masks on the fast path, and which fp32 parts close the gap? (#38)
 
     OMP_NUM_THREADS=1 python lab/scripts/bf16_agreement.py --limit 200

@@ -1,3 +1,4 @@
+# Frozen lab record: ran at commit a93d28f (2026-12-06); kept as run, not maintained. See lab/README.md.
 """Pixel F1 at 0.5 on the history validation set by compression history, for two eval folders
 (issue 36: "fused F1 at least 0.15 above SparseViT alone on the JPEG-history forgeries").
 

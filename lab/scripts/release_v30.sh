@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Frozen lab record: ran at commit a93d28f (2026-12-06); kept as run, not maintained. See lab/README.md.
 # Release v30 (issue 36): v26's network and detectors plus the adq-only llr fusion rule chosen by
 # lab/scripts/traces_rules_robust.py (form D), fitted by the package. Then the adoption rule of
 # traces_fusion_v26.sh (history val, NoSo, standard val; paired against v26's eval/*-v26 runs), the

@@ -1,3 +1,4 @@
+# Frozen lab record: ran at commit 9c56f7c, fixed in a93d28f (2026-12-06); kept as run, not maintained. See lab/README.md.
 # Traces (issue 36), 2026-12-06, third study: a rule that does not fall below the network on re-saved
 # or downscaled photos. The llr rule (form C of traces_rules.py) passed the adoption rule, but on 100
 # history-val photos re-saved at JPEG q70 its F1 at 0.5 fell below v26's: 0.343 -> 0.312, paired -0.031
