@@ -9,7 +9,7 @@ import pytest
 
 from imlscan.errors import UsageError
 from imlscan.scanning.fusion import FusionRule, fit_rule, fuse_traces, sample_pixels
-from imlscan.scanning.traces import TraceResult
+from imlscan.scanning.traces import TRACE_VERSIONS, TraceResult
 
 
 def _trace(name: str, m: np.ndarray | None, applies: bool = True, fusable: bool = True) -> TraceResult:
@@ -63,6 +63,10 @@ def test_fit_finds_the_informative_trace_and_is_deterministic(rng):
     assert "grid" not in rule.terms  # never applied: no term
     assert rule.terms["adq"][1] > 4.0 and abs(rule.terms["noise"][1]) < 1.0
     assert rule.fitted["log_loss_fused"] < rule.fitted["log_loss_network_alone"]
+    # The rule remembers the trace versions it was fitted on; a rule without them is version 1's.
+    assert rule.fitted["trace_versions"] == {n: TRACE_VERSIONS[n] for n in ("adq", "noise", "grid")}
+    assert rule.stale_traces() == {}
+    assert FusionRule(terms=rule.terms).stale_traces() == {"adq": (1, TRACE_VERSIONS["adq"])}
     fused, _ = fuse_traces(*samples[0][:2], rule)
     mask = samples[0][2]
     assert (fused[mask] > 0.5).mean() > 0.95 and (fused[~mask] > 0.5).mean() < 0.05

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from imlscan.cli import app
 from imlscan.scanning.fusion import FusionRule
 from imlscan.scanning.predict import Predictor, scan
-from imlscan.scanning.traces import DEFAULT_TRACES
+from imlscan.scanning.traces import DEFAULT_TRACES, TRACE_VERSIONS
 from imlscan.weights.store import load_model, read_metadata, rewrite_metadata
 
 runner = CliRunner()
@@ -85,6 +85,13 @@ def test_a_fusion_rule_in_the_weights_changes_jpegs_and_leaves_pngs_alone(tiny_w
     from imlscan.scanning.report import render_html
 
     assert f"raising {100 * moved['raised_share']:.1f}% of the pixels" in render_html(jb)
+    # RULE records no trace versions: fitted on adq version 1, so the report says the map differs
+    # from the one such weights were evaluated with; a rule fitted on today's traces says nothing.
+    assert "adq version 1, this is version 2" in jb.fusion["note"] and "Note: the rule" in render_html(jb)
+    current = tmp_path / "current.safetensors"
+    fitted = {"trace_versions": dict(TRACE_VERSIONS)}
+    rewrite_metadata(tiny_weights, current, {"fusion": FusionRule(terms=RULE.terms, fitted=fitted).to_dict()})
+    assert "note" not in scan(jpg, Predictor(load_model(str(current), device="cpu"))).fusion
     inside, outside = jb.prob[mask].mean() - ja.prob[mask].mean(), jb.prob[~mask].mean() - ja.prob[~mask].mean()
     assert inside > outside  # the trace pushes the pasted region up relative to the rest
 

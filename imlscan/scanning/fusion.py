@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from imlscan.errors import UsageError
-from imlscan.scanning.traces import TRACES, TraceResult
+from imlscan.scanning.traces import TRACE_VERSIONS, TRACES, TraceResult
 
 FUSION_VERSION = 2  # 2: each term names its feature; 1 (every feature "centered") still reads
 ENTRY = "fusion"
@@ -93,6 +93,17 @@ class FusionRule:
 
     def feature(self, name: str) -> str:
         return self.features.get(name, "centered")
+
+    def stale_traces(self) -> dict[str, tuple[int, int]]:
+        """Traces whose map has changed since the rule was fitted: name -> (fitted on, running).
+        A rule that records no versions was fitted on version 1 of every trace."""
+        recorded = self.fitted.get("trace_versions") or {}
+        out = {}
+        for name in self.terms:
+            was, now = int(recorded.get(name, 1)), TRACE_VERSIONS.get(name, 1)
+            if was != now:
+                out[name] = (was, now)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -352,7 +363,12 @@ def fit_rule(
     if not parts:
         raise UsageError("no pixels to fit the fusion rule on")
     off, cols, y, wt = (np.concatenate(a) for a in zip(*parts))
-    record = {**(fitted or {}), "images": n_images, "seed": seed}
+    record = {
+        **(fitted or {}),
+        "images": n_images,
+        "seed": seed,
+        "trace_versions": {n: TRACE_VERSIONS[n] for n in names},
+    }
     return fit_pixels(
         off,
         cols,

@@ -258,6 +258,13 @@ class Predictor:
                 "pixels_moved": moved,
                 "rule": self.fusion.to_dict(),
             }
+            stale = self.fusion.stale_traces()
+            if stale and contributions:
+                fusion["note"] = "; ".join(
+                    f"the rule was fitted on {n} version {a}, this is version {b}: the fused map is not the one these "
+                    "weights were evaluated with"
+                    for n, (a, b) in stale.items()
+                )
         return fused, fusion
 
     def keypoint_job(self) -> KeypointJob | None:

@@ -374,6 +374,8 @@ def _traces_section(result: ScanResult) -> str:
                 part += f", raising {raised:.1f}% of the pixels and lowering {lowered:.1f}% by a logit or more"
             parts.append(part)
         line += ": " + "; ".join(parts) + " (logits each trace added to the map above)"
+    if fusion.get("note"):
+        line += f". Note: {fusion['note']}"
     return trace_panels_html(result.traces, pictures) + (f"<p class='note'>Fusion: {_e(line)}</p>" if line else "")
 
 

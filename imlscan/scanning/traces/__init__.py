@@ -34,6 +34,9 @@ TRACES: dict[str, tuple[str, str]] = {
     "ela": ("imlscan.scanning.traces.ela", "trace_ela"),
 }
 DEFAULT_TRACES = tuple(TRACES)
+# Raised when a trace's map changes for the same file. A fusion rule records the versions it was
+# fitted on, so a file fitted on an older trace is applied with a note, not silently.
+TRACE_VERSIONS: dict[str, int] = {"adq": 2, "grid": 1, "ghost": 1, "noise": 1, "ela": 1}
 
 
 def parse_trace_names(text: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -82,4 +85,4 @@ def compute_traces(photo: Photo, names: Iterable[str] = DEFAULT_TRACES) -> dict[
     return results
 
 
-__all__ = ["DEFAULT_TRACES", "TRACES", "Photo", "TraceResult", "compute_traces", "parse_trace_names"]
+__all__ = ["DEFAULT_TRACES", "TRACES", "TRACE_VERSIONS", "Photo", "TraceResult", "compute_traces", "parse_trace_names"]
