@@ -1,3 +1,4 @@
+# Frozen lab record: ran at commit 304b58c (2026-12-06) and the working tree just before it; kept as run, not maintained. See lab/README.md.
 # Traces (issue 36), 2026-12-06, fourth study: when does adq declare double compression? Shipped rule
 # (v30): a frequency shows double quantization when the mixture gains >= 0.25 nats per non-zero
 # coefficient over single compression (MIN_GAIN) with >= 25% of coefficients double-compressed, and

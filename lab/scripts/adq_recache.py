@@ -1,8 +1,13 @@
+# Frozen lab record: ran at commit 304b58c (2026-12-06) and the working tree just before it; kept as run, not maintained. See lab/README.md.
 # Traces (issue 36), 2026-12-06, fourth study (adq_detection.py): recompute only adq's maps of an
 # existing cache of traces_cache.py (same dataset, same range, same perturbation), with adq's
 # per-frequency gain margin set to GAIN, and write a copy of the cache with those maps; the network's
 # maps and the other traces are copied unchanged, so rule comparisons differ in adq alone.
 #   .venv/bin/python lab/scripts/adq_recache.py GAIN DATASET OLD.npz NEW.npz START STOP [PERTURB]
+# Knobs by environment: ADQ_POOL, ADQ_FREQUENCIES, ADQ_MIN_FREQUENCIES. ADQ_POOL set a temporary
+# module constant adq.POOL ("median" as version 1, or "mean:K:S": the log likelihood ratios averaged
+# over K x K blocks times S) that existed only in the working tree before 304b58c; at 304b58c adq has
+# the chosen mean over 3 x 3 blocks (POOL_BLOCKS), so the other pooling candidates do not reproduce there.
 """Recompute adq's maps of a fusion-study cache (lab script; see the header)."""
 
 from __future__ import annotations

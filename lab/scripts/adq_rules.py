@@ -1,3 +1,4 @@
+# Frozen lab record: ran at commit 304b58c (2026-12-06) and the working tree just before it; kept as run, not maintained. See lab/README.md.
 # Traces (issue 36), 2026-12-06, fourth study (adq_detection.py), end to end on cached maps: rule D
 # (adq's llr alone, no bias) refitted on adq maps made with each gain margin (adq_recache.py), judged
 # by the rule of traces_rules_robust.py (admissible: q70 and halved fit-set photos not below the
@@ -23,6 +24,9 @@
 # its double-compressed frequencies added to every luminance block the chroma block covers; the photo's
 # decision stays the luminance's (as calibrated by adq_detection.py). Same rule, against the best
 # of the questions above.
+# Results: f27b (27 frequencies, 0.15 on 3) CV F1 0.5148 against mean:3:1's 0.5120: chosen (+0.0028).
+# Chroma (with 15 frequencies, 0.12 on 2, mean:3:1; code in the working tree only, reverted): CV F1
+# 0.5087 against 0.5120: not adopted. adq version 2 = f27b (commit 304b58c).
 # Run: .venv/bin/python lab/scripts/adq_rules.py data/cache/g0.25 data/cache/g0.12
 #      .venv/bin/python lab/scripts/adq_rules.py data/cache/g0.12 data/cache/m3x1 (m3x3, m5x5, m3x9)
 """Rule D with adq maps of two gain margins (lab script; see the header)."""

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Frozen lab record: ran at commit 304b58c (2026-12-06); kept as run, not maintained. See lab/README.md.
 # Release v31 (issue 36): v26's network and detectors plus the adq-only llr fusion rule, refitted by
 # the package on adq version 2 (lab/scripts/adq_detection.py, adq_rules.py: 27 frequencies, margin
 # 0.15 on 3 of them, evidence averaged over 3 x 3 blocks). Then the adoption rule of
@@ -26,7 +27,8 @@ $IML weights fuse runs/v26.safetensors data/synth-hist-fit/pairs.json --traces a
 ) > runs/v31-queue-b.log 2>&1 &
 wait
 for s in hv ps noso; do python tools/paired_difference.py eval/$s-v26 eval/$s-v31; python tools/paired_difference.py eval/$s-v30 eval/$s-v31; done
-python tools/paired_difference.py eval/sv-v26 eval/v31-val-paper    # the first 200 of the 500
+# (the sv-v26 comparison of release_v30.sh stopped this script here: its runs scored other images;
+#  the lines below were then run by hand)
 for s in clean jpeg:70 resize:0.5; do python tools/paired_difference.py --setting $s eval/v30-val-paper eval/v31-val-paper; done
 for s in jpeg:70 resize:0.5; do python tools/paired_difference.py --setting $s eval/hv-v26-robust eval/hv-v31-robust; python tools/paired_difference.py --setting $s eval/hv-v30-robust eval/hv-v31-robust; done
 python lab/scripts/history_breakdown.py data/synth-hist-val/manifest.json eval/hv-v26 eval/hv-v31
