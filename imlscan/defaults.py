@@ -52,8 +52,9 @@ DECODE_SCAN_BYTES_PER_PIXEL = 64
 DEFAULT_FUSION_FORM = "llr"
 # The traces `weights fuse` fits terms for by default. adq alone: its term has no bias, so it moves no
 # pixel unless the file shows double quantization there. Fitted on the training split it also had the
-# best cross-validated F1 (0.496 against 0.481 with grid, ghost and noise), and with those three the
-# fused map fell below the network's on photos re-saved at JPEG q70 (lab/scripts/traces_rules_robust.py).
+# best cross-validated F1 (adq version 1: 0.496 against 0.481 with grid, ghost and noise), and with
+# those three the fused map fell below the network's on photos re-saved at JPEG q70
+# (lab/scripts/traces_rules_robust.py).
 DEFAULT_FUSION_TRACES = ("adq",)
 
 # Parts of the network that bf16 scans on a CPU keep in fp32 (imlscan.models.fuse.FP32_PARTS). The

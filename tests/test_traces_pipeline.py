@@ -107,7 +107,9 @@ def test_html_report_has_a_panel_per_trace_and_escapes_reasons(tiny_weights, fil
     assert set(report["traces"]) == set(DEFAULT_TRACES)
 
 
-def test_batch_computes_traces_in_its_workers_and_they_change_the_settings_key(tiny_weights, files, tmp_path):
+def test_batch_computes_traces_in_its_workers_and_they_change_the_settings_key(
+    tiny_weights, files, tmp_path, monkeypatch
+):
     from imlscan.scanning.batch import settings_key
 
     jpg, png, _ = files
@@ -119,8 +121,13 @@ def test_batch_computes_traces_in_its_workers_and_they_change_the_settings_key(t
     assert runner.invoke(app, args).exit_code == 0
     rec = json.loads((tmp_path / "out" / "a.jpg.json").read_text())
     assert rec["traces"]["adq"]["applies"] and rec["timings"]["traces_s"] > 0
+    assert rec["traces"]["adq"]["version"] == TRACE_VERSIONS["adq"]  # which method made the map
     model = load_model(str(tiny_weights), device="cpu")
-    assert settings_key(Predictor(model), 0.5) != settings_key(Predictor(model, traces=()), 0.5)
+    key = settings_key(Predictor(model), 0.5)
+    assert key != settings_key(Predictor(model, traces=()), 0.5)
+    # A trace whose method changed gives other maps: results made with the old one are rescanned.
+    monkeypatch.setitem(TRACE_VERSIONS, "adq", TRACE_VERSIONS["adq"] + 1)
+    assert settings_key(Predictor(model), 0.5) != key
 
 
 def _history_set(tmp_path, n: int = 4):

@@ -314,6 +314,7 @@ def aggregate_names(shard: tuple[int, int] | None) -> tuple[str, str, str]:
 def settings_key(predictor: Predictor, threshold: float) -> str:
     """A short hash of everything that changes an image's result (not where it runs)."""
     from imlscan.scanning.result import SCORE_VERSION
+    from imlscan.scanning.traces import TRACE_VERSIONS
 
     info = predictor.weights_info
     settings = {
@@ -332,6 +333,7 @@ def settings_key(predictor: Predictor, threshold: float) -> str:
         settings["copy_move"] = predictor.copy_move.settings()
     if predictor.traces:
         settings["traces"] = list(predictor.traces)
+        settings["trace_versions"] = {n: TRACE_VERSIONS[n] for n in predictor.traces}
     if getattr(predictor, "fp32_parts", None):  # bf16 CPU scans made before the stem stayed fp32 differ
         settings["fp32_parts"] = predictor.fp32_parts
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

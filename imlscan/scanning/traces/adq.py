@@ -72,7 +72,6 @@ EXPLANATION = (
 )
 SCORE_DEFINITION = "mean of the highest 1% (at least 4) of the smoothed block probabilities of single compression"
 
-VERSION = 2  # 2: 27 frequencies, margin 0.15 on 3 of them, evidence averaged over 3 x 3 blocks
 FREQUENCIES = 27  # zig-zag positions 1..27 (AC only) are candidates
 MIN_NONZERO = 0.02  # a frequency needs this share of non-zero coefficients...
 MIN_NONZERO_COUNT = 200  # ...and at least this many

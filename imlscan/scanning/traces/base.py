@@ -39,6 +39,8 @@ class TraceResult:
         details: facts worth reporting (estimated qualities, grid origin, ...); JSON-safe.
         fusable: False for views that are shown but never fused (error level analysis).
         seconds: time the trace took.
+        version: the trace method's version (``traces.TRACE_VERSIONS``), so a report says which
+            method made its map.
     """
 
     name: str
@@ -50,6 +52,7 @@ class TraceResult:
     details: dict[str, Any] = field(default_factory=dict)
     fusable: bool = True
     seconds: float = 0.0
+    version: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         """The trace's entry in a scan's JSON report (no pixels)."""
@@ -62,6 +65,7 @@ class TraceResult:
             "explanation": self.explanation,
             "details": self.details,
             "seconds": round(self.seconds, 4),
+            "version": self.version,
         }
 
 
